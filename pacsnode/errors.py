@@ -1,0 +1,48 @@
+"""The exception hierarchy of pacsnode.
+
+Every error the node raises on purpose derives from :class:`PacsnodeError`, so the
+network and CLI boundaries can map them to DIMSE statuses and exit codes in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ImageReadError", "PacsnodeError", "ReadFailure"]
+
+
+class PacsnodeError(Exception):
+    """Root of all errors raised deliberately by pacsnode."""
+
+
+class ReadFailure(enum.Enum):
+    """Why a film could not be turned into pixels."""
+
+    NOT_DICOM = "not_dicom"
+    NO_PIXEL_DATA = "no_pixel_data"
+    MULTI_FRAME = "multi_frame"
+    COLOUR = "colour"
+    UNSUPPORTED_PHOTOMETRIC = "unsupported_photometric"
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
+    TRUNCATED_PIXEL_DATA = "truncated_pixel_data"
+    ABSURD_DIMENSIONS = "absurd_dimensions"
+    CORRUPT_PIXEL_DATA = "corrupt_pixel_data"
+
+
+class ImageReadError(PacsnodeError):
+    """A DICOM object cannot be read as a single greyscale film.
+
+    Parameters
+    ----------
+    reason
+        The machine-readable cause; the boundary maps it to a DIMSE status.
+    message
+        A sentence a PACS administrator can act on.
+    """
+
+    def __init__(self, reason: ReadFailure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} [{self.reason.value}]"
