@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up pacsnode on a fresh machine: system tools (dcmtk, Orthanc for the end-to-end
+# tests), a virtual environment in .venv, CPU PyTorch, and the package with its test extras.
+#
+#   bash deploy/install.sh            # everything
+#   bash deploy/install.sh --no-system   # skip apt-get (no root, or tools already there)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+with_system=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-system) with_system=0 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $with_system == 1 ]]; then
+    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+        echo "==> system packages: dcmtk orthanc"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends dcmtk orthanc >/dev/null
+        # The Debian package starts a system Orthanc on 4242/8042; tests run their own.
+        if command -v systemctl >/dev/null; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi
+        service orthanc stop >/dev/null 2>&1 || true
+    else
+        echo "==> skipping apt-get (not root or no apt): install dcmtk and orthanc yourself" >&2
+    fi
+fi
+
+echo "==> virtual environment in $VENV"
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch first, spelled exactly so: this machine's CPU build; any other spelling pulls CUDA.
+echo "==> torch==2.13.0 (CPU)"
+"$VENV/bin/python" -m pip install -q torch==2.13.0
+echo "==> pacsnode with test extras"
+"$VENV/bin/python" -m pip install -q -e '.[test]'
+echo "==> done: run the node with '$VENV/bin/pacsnode', the tests with '$VENV/bin/python -m pytest'"

@@ -1,0 +1,5 @@
+"""``python -m pacsnode`` runs the CLI."""
+
+from pacsnode.cli.main import main
+
+raise SystemExit(main())

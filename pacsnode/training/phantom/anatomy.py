@@ -1,0 +1,921 @@
+"""Random anatomy for lateral spine phantoms: a curved chain of vertebrae with its
+surroundings, described as attenuating polygons in millimetres in the patient plane.
+
+The scene is drawn in a canonical frame (spine running down, anterior to +x), then mirrored
+and rotated onto the detector. Image coordinates are (x, y) = (column, row) directions in mm
+from the top-left corner of the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pacsnode.training.phantom.geometry import (
+    Polygon,
+    arc_band,
+    ellipse,
+    nearest_vertex,
+    resample_closed,
+    signed_area,
+    similarity,
+    smooth_closed,
+    thick_polyline,
+)
+
+__all__ = ["REGIONS", "Scene", "Structure", "VertebraTruth", "build_scene", "genant_grade"]
+
+REGIONS = ("cervical", "lumbar", "chest")
+OUTLINE_POINTS = 64
+
+# Nominal body size (AP width, height) and the disc below it, in mm, for an adult.
+_CERVICAL = {
+    "C2": (15.0, 15.0, 4.5),
+    "C3": (15.0, 13.0, 4.5),
+    "C4": (15.5, 13.0, 4.5),
+    "C5": (16.0, 13.0, 5.0),
+    "C6": (16.5, 13.5, 5.0),
+    "C7": (17.0, 14.5, 5.0),
+}
+_THORACIC = {
+    f"T{i}": (18.0 + 12.0 * (i - 1) / 11, 16.0 + 7.0 * (i - 1) / 11, 4.0 + 2.5 * (i - 1) / 11)
+    for i in range(1, 13)
+}
+_LUMBAR = {
+    "L1": (33.0, 25.0, 9.0),
+    "L2": (34.0, 26.0, 10.0),
+    "L3": (35.0, 27.0, 10.5),
+    "L4": (36.0, 27.0, 11.0),
+    "L5": (37.0, 26.0, 9.0),
+    "S1": (40.0, 28.0, 0.0),
+}
+DIMENSIONS: dict[str, tuple[float, float, float]] = {**_CERVICAL, **_THORACIC, **_LUMBAR}
+SPINE_ORDER = list(DIMENSIONS)
+
+# Excess linear attenuation over soft tissue (1/mm) at an effective ~60 keV beam.
+MU_SOFT = 0.020
+MU_CORTICAL = 0.060
+MU_CANCELLOUS = 0.016
+MU_METAL = 0.35
+MU_AIR = -0.019
+
+FRACTURE_TYPES = ("wedge", "biconcave", "crush")
+
+
+def genant_grade(height_loss: float) -> int:
+    """Genant semi-quantitative grade from the fractional height loss (0.22 for 22 %)."""
+    if height_loss < 0.20:
+        return 0
+    if height_loss < 0.25:
+        return 1
+    if height_loss <= 0.40:
+        return 2
+    return 3
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One attenuating object.
+
+    The path length through it grows from 0 at its outline to ``depth`` mm at ``radius`` mm
+    inside (an elliptical chord profile); a ``shell`` mm thick rim attenuates with
+    ``shell_mu`` instead of ``mu`` (1/mm), which makes cortical bone bright where the beam
+    runs tangentially to it.
+    """
+
+    polygon: Polygon
+    mu: float
+    depth: float
+    radius: float
+    shell: float = 0.0
+    shell_mu: float = 0.0
+    texture: float = 0.0
+    coarse: bool = False
+
+
+@dataclass(frozen=True)
+class VertebraTruth:
+    """Ground truth of one vertebral body, in image mm (x, y)."""
+
+    label: str
+    outline: Polygon
+    corners: dict[str, NDArray[np.float64]]
+    mid_superior: NDArray[np.float64]
+    mid_inferior: NDArray[np.float64]
+    expected_height_mm: float
+    fracture: str | None
+    osteophytes: bool
+    disc_below_narrowed: bool
+
+    @property
+    def heights_mm(self) -> dict[str, float]:
+        c = self.corners
+        return {
+            "anterior": float(np.linalg.norm(c["anterior_superior"] - c["anterior_inferior"])),
+            "middle": float(np.linalg.norm(self.mid_superior - self.mid_inferior)),
+            "posterior": float(np.linalg.norm(c["posterior_superior"] - c["posterior_inferior"])),
+        }
+
+    @property
+    def height_loss(self) -> float:
+        return max(0.0, 1.0 - min(self.heights_mm.values()) / self.expected_height_mm)
+
+    @property
+    def genant(self) -> int:
+        return genant_grade(self.height_loss)
+
+
+@dataclass
+class Scene:
+    """Everything needed to render one film and describe its truth."""
+
+    region: str
+    size_mm: tuple[float, float]  # (width, height) of the image in the patient plane
+    structures: list[Structure]
+    vertebrae: list[VertebraTruth]
+    partial: list[str]
+    facing: str  # "right" or "left": where the patient's anterior is on the image
+    rotation_deg: float
+    collimation: tuple[float, float, float, float]  # x0, y0, x1, y1 in mm
+    marker: tuple[str, float, float, float]  # letter, x, y, size in mm
+    metal: bool
+    osteoporotic: bool
+    exposure: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Vertebral bodies
+
+
+@dataclass(frozen=True)
+class _BodyShape:
+    width: float
+    h_ant: float
+    h_post: float
+    conc_sup: float
+    conc_inf: float
+    corner: float
+    kind: str = "normal"  # "normal", "c2" or "s1"
+    dens_height: float = 0.0
+
+
+def _body_local(shape: _BodyShape) -> tuple[Polygon, dict[str, NDArray[np.float64]], float, float]:
+    """Outline of a body in its local frame (a: anterior, h: inferior), clockwise on screen,
+    dense; returns (polygon, sharp corners, middle superior h, middle inferior h)."""
+    w, ha, hp = shape.width, shape.h_ant, shape.h_post
+    m = 40
+    a = np.linspace(-w / 2, w / 2, m)
+    frac = (a + w / 2) / w
+    height = hp + (ha - hp) * frac
+    bowl = 1.0 - (2.0 * a / w) ** 2
+    sup = -height / 2 + shape.conc_sup * bowl
+    inf = height / 2 - shape.conc_inf * bowl
+    sup_drawn = sup.copy()
+    if shape.kind == "c2":
+        # The dens: a rounded peg rising from the body, a little behind its middle.
+        centre, half = -0.08 * w, 0.24 * w
+        u = np.clip(1.0 - ((a - centre) / half) ** 2, 0.0, None)
+        sup_drawn = sup - shape.dens_height * np.sqrt(u) ** 0.6
+    taper = 0.22 * w if shape.kind == "s1" else 0.0
+    h_wall = np.linspace(-ha / 2, ha / 2, m)[1:-1]
+    wall_bow = 0.03 * w * (1.0 - (2.0 * h_wall / ha) ** 2)
+    ant = np.stack([w / 2 - wall_bow - taper * (h_wall + ha / 2) / ha, h_wall], axis=1)
+    hp_wall = np.linspace(hp / 2, -hp / 2, m)[1:-1]
+    post = np.stack([-w / 2 + 0.02 * w * (1.0 - (2.0 * hp_wall / hp) ** 2), hp_wall], axis=1)
+    inf_a = a.copy()
+    if taper:
+        inf_a = -w / 2 + (a + w / 2) * (w - taper) / w
+    top = np.stack([a, sup_drawn], axis=1)
+    bottom = np.stack([inf_a, inf], axis=1)[::-1]
+    poly = np.vstack([top, ant, bottom, post])
+    corners = {
+        "anterior_superior": np.array([w / 2, sup[-1]]),
+        "anterior_inferior": np.array([inf_a[-1], inf[-1]]),
+        "posterior_inferior": np.array([-w / 2, inf[0]]),
+        "posterior_superior": np.array([-w / 2, sup[0]]),
+    }
+    mid = m // 2
+    return poly, corners, float((sup[mid] + sup[mid - 1]) / 2), float((inf[mid] + inf[mid - 1]) / 2)
+
+
+def _finish_outline(
+    poly: Polygon, corner_mm: float, to_world
+) -> tuple[Polygon, NDArray[np.float64]]:
+    """Round corners, resample to OUTLINE_POINTS, map to world; returns (outline, dense)."""
+    dense = resample_closed(poly, 400)
+    perimeter = float(np.sum(np.hypot(*np.diff(np.vstack([dense, dense[:1]]), axis=0).T)))
+    dense = smooth_closed(dense, sigma_points=corner_mm / perimeter * 400)
+    return to_world(dense), dense
+
+
+@dataclass
+class _Placed:
+    label: str
+    centre: NDArray[np.float64]
+    tangent: NDArray[np.float64]
+    shape: _BodyShape
+    nominal: _BodyShape
+    fracture: str | None
+    osteophytes: bool
+    narrowed: bool
+
+
+def _frame(centre: NDArray[np.float64], tangent: NDArray[np.float64]):
+    normal = np.array([tangent[1], -tangent[0]])  # anterior
+
+    def to_world(local: NDArray[np.float64]) -> NDArray[np.float64]:
+        local = np.atleast_2d(local)
+        return centre + local[:, :1] * normal + local[:, 1:2] * tangent
+
+    return to_world
+
+
+def _measure(shape: _BodyShape, to_world) -> tuple[Polygon, dict, NDArray, NDArray]:
+    poly, corners, mid_sup, mid_inf = _body_local(shape)
+    dense_world, dense_local = _finish_outline(poly, shape.corner, to_world)
+    # Corners are where an annotator clicks: the outline point nearest the sharp corner.
+    idx = {k: nearest_vertex(dense_local, v) for k, v in corners.items()}
+    start = idx["anterior_superior"]
+    outline = resample_closed(dense_world, OUTLINE_POINTS, start=start)
+    world_corners = {k: dense_world[i] for k, i in idx.items()}
+    ms = to_world(np.array([0.0, mid_sup]))[0]
+    mi = to_world(np.array([0.0, mid_inf]))[0]
+    return outline, world_corners, ms, mi
+
+
+# --------------------------------------------------------------------------------------------
+# The scene
+
+
+def _chain_labels(region: str, rng: np.random.Generator) -> tuple[list[str], str, str]:
+    """Labels of the modelled chain, and the first/last that the field is framed on."""
+    if region == "cervical":
+        last = str(rng.choice(["C7", "T1", "T1", "T2"]))
+        return SPINE_ORDER[: SPINE_ORDER.index("T3") + 1], "C2", last
+    if region == "lumbar":
+        first = str(rng.choice(["T11", "T12", "T12", "L1"]))
+        return SPINE_ORDER[SPINE_ORDER.index("T9") :], first, "S1"
+    first = str(rng.choice(["T1", "T2", "T3"]))
+    last = str(rng.choice(["T11", "T12", "L1"]))
+    return SPINE_ORDER[SPINE_ORDER.index("C6") : SPINE_ORDER.index("L3") + 1], first, last
+
+
+def _curvature(label: str, k: dict[str, float]) -> float:
+    if label.startswith("C"):
+        return k["cervical"]
+    if label.startswith("T"):
+        return k["thoracic"]
+    return k["lumbar"]
+
+
+def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> list[_Placed]:
+    scale = rng.uniform(0.88, 1.12)
+    k = {
+        # Signed curvature (1/mm): negative is lordosis (concave behind), positive kyphosis.
+        "cervical": rng.uniform(-0.007, 0.001) if rng.random() < 0.85 else rng.uniform(0.0, 0.003),
+        "thoracic": rng.uniform(0.0012, 0.0035),
+        "lumbar": rng.uniform(-0.007, -0.002),
+    }
+    theta = rng.uniform(-0.35, 0.05) if region == "cervical" else rng.uniform(-0.1, 0.25)
+    fracture_case = rng.random() < (0.15 if region == "cervical" else 0.35)
+    placed: list[_Placed] = []
+    pos = np.zeros(2)
+    for i, label in enumerate(labels):
+        w, h, disc = DIMENSIONS[label]
+        w, h, disc = (
+            w * scale * rng.uniform(0.95, 1.05),
+            h * scale * rng.uniform(0.95, 1.05),
+            disc * scale,
+        )
+        narrowed = label not in ("S1",) and rng.random() < 0.12
+        if narrowed:
+            disc *= rng.uniform(0.3, 0.6)
+        kind = {"C2": "c2", "S1": "s1"}.get(label, "normal")
+        hp = h * rng.uniform(0.97, 1.03)
+        ha = h * rng.uniform(0.95, 1.03)
+        if label.startswith("L"):
+            ha, hp = ha * 1.03, hp * 0.97  # lumbar bodies are slightly taller in front
+        nominal = _BodyShape(
+            width=w,
+            h_ant=ha,
+            h_post=hp,
+            conc_sup=h * rng.uniform(0.02, 0.06),
+            conc_inf=h * rng.uniform(0.02, 0.06),
+            corner=min(w, h) * rng.uniform(0.08, 0.14),
+            kind=kind,
+            dens_height=h * rng.uniform(0.85, 1.05) if kind == "c2" else 0.0,
+        )
+        shape, fracture = nominal, None
+        eligible = kind == "normal" and label not in ("C2",)
+        if fracture_case and eligible and rng.random() < 0.18:
+            fracture = str(rng.choice(FRACTURE_TYPES))
+            loss = rng.uniform(0.10, 0.55)
+            if fracture == "wedge":
+                shape = _replace(nominal, h_ant=nominal.h_post * (1 - loss))
+            elif fracture == "biconcave":
+                extra = (h * loss - nominal.conc_sup - nominal.conc_inf) / 2
+                shape = _replace(
+                    nominal,
+                    conc_sup=nominal.conc_sup + max(extra, 0.0),
+                    conc_inf=nominal.conc_inf + max(extra, 0.0),
+                )
+            else:
+                shape = _replace(
+                    nominal,
+                    h_ant=nominal.h_ant * (1 - loss),
+                    h_post=nominal.h_post * (1 - loss * 0.8),
+                )
+        height = max(shape.h_ant, shape.h_post)
+        if i == 0:
+            centre = pos.copy()
+        else:
+            prev = placed[-1]
+            prev_h = max(prev.shape.h_ant, prev.shape.h_post)
+            step = (
+                prev_h / 2
+                + DIMENSIONS[prev.label][2] * scale * (0.45 if prev.narrowed else 1.0)
+                + height / 2
+            )
+            centre = prev.centre + prev.tangent * step
+            theta += _curvature(label, k) * step
+        tilt = theta + rng.normal(0.0, 0.03)
+        if kind == "s1":
+            tilt += rng.uniform(0.25, 0.55)  # the sacrum tips forward
+        tangent = np.array([np.sin(tilt), np.cos(tilt)])
+        placed.append(
+            _Placed(
+                label=label,
+                centre=centre,
+                tangent=tangent,
+                shape=shape,
+                nominal=nominal,
+                fracture=fracture,
+                osteophytes=kind == "normal" and rng.random() < 0.15,
+                narrowed=narrowed,
+            )
+        )
+        pos = centre
+    return placed
+
+
+def _replace(shape: _BodyShape, **kw: float) -> _BodyShape:
+    values = {**shape.__dict__, **kw}
+    return _BodyShape(**values)
+
+
+def _posterior_elements(p: _Placed, region: str, rng: np.random.Generator) -> list[Polygon]:
+    if p.shape.kind == "s1":
+        return []  # the sacrum's posterior elements are drawn with the sacrum
+    w, h = p.shape.width, max(p.shape.h_ant, p.shape.h_post)
+    to_world = _frame(p.centre, p.tangent)
+    cervical = p.label.startswith("C")
+    thoracic = p.label.startswith("T")
+    ped_len = w * (0.45 if cervical else 0.35)
+    x0 = -w / 2 + 0.5
+    pedicle = np.array(
+        [[x0, -0.42 * h], [x0 - ped_len, -0.38 * h], [x0 - ped_len, 0.02 * h], [x0, -0.02 * h]]
+    )
+    spin_len = w * {"C2": 1.1, "C7": 1.5}.get(p.label, 0.95 if cervical else 1.0)
+    drop = h * (0.9 if thoracic else 0.35)
+    xl = x0 - ped_len
+    spinous = np.array(
+        [
+            [xl + 1.0, -0.45 * h],
+            [xl - spin_len, -0.15 * h + drop],
+            [xl - spin_len - 0.12 * w, 0.25 * h + drop],
+            [xl - 0.3 * w, 0.5 * h],
+            [xl + 1.0, 0.35 * h],
+        ]
+    )
+    parts = [pedicle, spinous]
+    if cervical:
+        # Articular pillar: a rhomboid column behind the pedicle.
+        parts.append(
+            np.array(
+                [
+                    [xl + 2, -0.75 * h],
+                    [xl - 0.35 * w, -0.55 * h],
+                    [xl - 0.3 * w, 0.75 * h],
+                    [xl + 2, 0.55 * h],
+                ]
+            )
+        )
+    out = []
+    for part in parts:
+        dense = resample_closed(part, 48)
+        out.append(to_world(smooth_closed(dense, 1.5)))
+    return out
+
+
+def build_scene(rng: np.random.Generator, region: str) -> Scene:
+    """Draw one random lateral film of ``region`` ("cervical", "lumbar" or "chest")."""
+    if region not in REGIONS:
+        raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
+    labels, first, last = _chain_labels(region, rng)
+    placed = _place_chain(labels, rng, region)
+    osteoporotic = rng.random() < 0.2
+    bone = 0.55 if osteoporotic else 1.0
+    struct: list[Structure] = []
+    truths_canon: list[tuple[_Placed, Polygon, dict, NDArray, NDArray, float]] = []
+
+    lateral_depth = {"C": 20.0, "T": 30.0, "L": 45.0, "S": 45.0}
+    for p in placed:
+        to_world = _frame(p.centre, p.tangent)
+        outline, corners, ms, mi = _measure(p.shape, to_world)
+        nominal_outline = _measure(p.nominal, to_world)
+        expected = max(
+            _heights(nominal_outline[1], nominal_outline[2], nominal_outline[3]).values()
+        )
+        truths_canon.append((p, outline, corners, ms, mi, expected))
+        depth = lateral_depth[p.label[0]] * rng.uniform(0.9, 1.1)
+        cortex = (0.9 if p.label[0] == "C" else 1.2) * (0.6 if osteoporotic else 1.0)
+        struct.append(
+            Structure(
+                polygon=resample_closed(outline, 128),
+                mu=MU_CANCELLOUS * bone * (1.4 if p.fracture == "crush" else 1.0),
+                depth=depth,
+                radius=min(p.shape.width, p.shape.h_post) / 2,
+                shell=cortex,
+                shell_mu=MU_CORTICAL * (0.75 if osteoporotic else 1.0),
+                texture=0.35,
+            )
+        )
+        for part in _posterior_elements(p, region, rng):
+            struct.append(
+                Structure(
+                    part,
+                    mu=MU_CANCELLOUS * bone * 1.2,
+                    depth=depth * 0.5,
+                    radius=3.0,
+                    shell=1.0,
+                    shell_mu=MU_CORTICAL * 0.8,
+                    texture=0.2,
+                )
+            )
+        if p.osteophytes:
+            struct.extend(_osteophytes(p, rng, bone))
+
+    anchor = {t[0].label: t for t in truths_canon}
+    top = anchor[first][0].centre - anchor[first][0].tangent * (
+        0.5 * DIMENSIONS[first][1] + (anchor[first][0].shape.dens_height if first == "C2" else 0)
+    )
+    bottom = anchor[last][0].centre + anchor[last][0].tangent * 0.5 * DIMENSIONS[last][1]
+    axis_pts = np.array([p.centre for p in placed])
+    struct.extend(_surroundings(region, placed, rng))
+
+    metal = rng.random() < 0.12
+    if metal:
+        struct.extend(_metal_plate(placed, first, last, rng))
+
+    # Field of view in the canonical frame, then rotate the patient on the detector.
+    margin_top = rng.uniform(20.0, 60.0) if region == "cervical" else rng.uniform(10.0, 40.0)
+    margin_bottom = rng.uniform(15.0, 60.0) if region == "lumbar" else rng.uniform(5.0, 30.0)
+    width = {
+        "cervical": rng.uniform(150, 210),
+        "lumbar": rng.uniform(220, 300),
+        "chest": rng.uniform(300, 380),
+    }[region]
+    mean_x = float(np.mean(axis_pts[:, 0]))
+    x_off = {
+        "cervical": rng.uniform(0, 25),
+        "lumbar": rng.uniform(0, 40),
+        "chest": rng.uniform(40, 90),
+    }[region]
+    cx = mean_x + x_off
+    y0 = top[1] - margin_top
+    y1 = bottom[1] + margin_bottom
+    box = np.array(
+        [[cx - width / 2, y0], [cx + width / 2, y0], [cx + width / 2, y1], [cx - width / 2, y1]]
+    )
+    centre_canon = box.mean(axis=0)
+
+    facing = "right" if rng.random() < 0.6 else "left"
+    rotation = float(rng.normal(0.0, 6.0)) if rng.random() < 0.6 else float(rng.uniform(0.0, 360.0))
+    angle = np.deg2rad(rotation)
+    turned = similarity(
+        box, centre=centre_canon, angle=angle, mirror_x=facing == "left", to=np.zeros(2)
+    )
+    size = turned.max(axis=0) - turned.min(axis=0)
+    max_side = 3000 * 0.2 / 1.25  # keeps every film within 3000 px at 0.2 mm detector pitch
+    size = np.minimum(size, max_side)
+    to = size / 2
+
+    def place(pts: NDArray[np.float64]) -> NDArray[np.float64]:
+        return similarity(pts, centre=centre_canon, angle=angle, mirror_x=facing == "left", to=to)
+
+    structures = [Structure(**{**s.__dict__, "polygon": place(s.polygon)}) for s in struct]
+    # Collimation: a rectangle inside the image, sometimes the whole image.
+    w_mm, h_mm = float(size[0]), float(size[1])
+    if rng.random() < 0.7:
+        col = (
+            rng.uniform(0, 0.06) * w_mm,
+            rng.uniform(0, 0.05) * h_mm,
+            w_mm - rng.uniform(0, 0.06) * w_mm,
+            h_mm - rng.uniform(0, 0.05) * h_mm,
+        )
+    else:
+        col = (0.0, 0.0, w_mm, h_mm)
+
+    vertebrae: list[VertebraTruth] = []
+    partial: list[str] = []
+    inner = (col[0] + 2, col[1] + 2, col[2] - 2, col[3] - 2)
+    for p, outline, corners, ms, mi, expected in truths_canon:
+        o = place(outline)
+        if facing == "left":
+            o = np.vstack([o[:1], o[1:][::-1]])  # keep clockwise-on-screen from the same start
+        inside = (
+            (o[:, 0] >= inner[0])
+            & (o[:, 0] <= inner[2])
+            & (o[:, 1] >= inner[1])
+            & (o[:, 1] <= inner[3])
+        )
+        if not inside.any():
+            continue
+        if not inside.all():
+            partial.append(p.label)
+            continue
+        assert signed_area(o) > 0
+        vertebrae.append(
+            VertebraTruth(
+                label=p.label,
+                outline=o,
+                corners={k: place(v[None])[0] for k, v in corners.items()},
+                mid_superior=place(ms[None])[0],
+                mid_inferior=place(mi[None])[0],
+                expected_height_mm=expected,
+                fracture=p.fracture,
+                osteophytes=p.osteophytes,
+                disc_below_narrowed=p.narrowed,
+            )
+        )
+
+    letter = "R" if rng.random() < 0.5 else "L"
+    msize = rng.uniform(8.0, 14.0)
+    mx = rng.choice([col[0] + 6, col[2] - 6 - msize])
+    my = rng.choice([col[1] + 6, col[3] - 6 - msize * 1.4])
+    return Scene(
+        region=region,
+        size_mm=(w_mm, h_mm),
+        structures=structures,
+        vertebrae=vertebrae,
+        partial=partial,
+        facing=facing,
+        rotation_deg=rotation % 360.0,
+        collimation=col,
+        marker=(letter, float(mx), float(my), float(msize)),
+        metal=metal,
+        osteoporotic=osteoporotic,
+        exposure={
+            "photons_behind_body_per_mm2": float(rng.uniform(8000, 40000)),
+            "scatter_fraction": float(
+                rng.uniform(0.2, 0.6) if region != "cervical" else rng.uniform(0.1, 0.35)
+            ),
+            "heel": float(rng.uniform(0.05, 0.25)),
+            "heel_angle": float(rng.uniform(0, 2 * np.pi)),
+            "blur_mm": float(rng.uniform(0.08, 0.2)),
+            "electronic_noise": float(rng.uniform(0.5, 3.0)),
+            "equalisation": float(rng.uniform(0.3, 0.7)),
+        },
+    )
+
+
+def _heights(corners: dict, ms: NDArray, mi: NDArray) -> dict[str, float]:
+    return {
+        "anterior": float(
+            np.linalg.norm(corners["anterior_superior"] - corners["anterior_inferior"])
+        ),
+        "middle": float(np.linalg.norm(ms - mi)),
+        "posterior": float(
+            np.linalg.norm(corners["posterior_superior"] - corners["posterior_inferior"])
+        ),
+    }
+
+
+def _osteophytes(p: _Placed, rng: np.random.Generator, bone: float) -> list[Structure]:
+    """Bony spurs at the anterior corners: drawn, but outside the body outline."""
+    w, ha = p.shape.width, p.shape.h_ant
+    to_world = _frame(p.centre, p.tangent)
+    out = []
+    for sign in (-1.0, 1.0):
+        if rng.random() < 0.4:
+            continue
+        length = w * rng.uniform(0.12, 0.25)
+        base = np.array([w / 2 - 0.5, sign * (ha / 2 - 0.5)])
+        tri = base + np.array(
+            [[0.0, -sign * 3.0], [length, sign * length * 0.5], [-1.0, sign * 0.5]]
+        )
+        out.append(
+            Structure(
+                to_world(resample_closed(tri, 24)), mu=MU_CORTICAL * bone, depth=8.0, radius=1.0
+            )
+        )
+    return out
+
+
+def _metal_plate(
+    placed: list[_Placed], first: str, last: str, rng: np.random.Generator
+) -> list[Structure]:
+    """An anterior plate spanning two or three bodies, with one screw into each."""
+    labels = [p.label for p in placed]
+    lo, hi = labels.index(first), labels.index(last)
+    span = int(rng.integers(2, 4))
+    start = int(rng.integers(lo, max(lo + 1, hi - span + 1)))
+    bodies = placed[start : start + span]
+    out: list[Structure] = []
+    path = []
+    for p in bodies:
+        n = np.array([p.tangent[1], -p.tangent[0]])
+        path.append(p.centre + n * (p.shape.width / 2 + 2.5))
+    path_arr = np.array(path)
+    ext = (path_arr[-1] - path_arr[0]) / max(len(path) - 1, 1) * 0.45
+    path_arr = np.vstack([path_arr[0] - ext, path_arr, path_arr[-1] + ext])
+    dense = np.stack(
+        [
+            np.interp(
+                np.linspace(0, len(path_arr) - 1, 40), np.arange(len(path_arr)), path_arr[:, k]
+            )
+            for k in range(2)
+        ],
+        axis=1,
+    )
+    out.append(Structure(thick_polyline(dense, 2.5), mu=MU_METAL, depth=14.0, radius=0.8))
+    for p in bodies:
+        n = np.array([p.tangent[1], -p.tangent[0]])
+        a = p.centre + n * (p.shape.width / 2 + 2.5)
+        b = p.centre - n * (p.shape.width * rng.uniform(0.2, 0.35))
+        line = np.stack([np.linspace(a[k], b[k], 20) for k in range(2)], axis=1)
+        out.append(Structure(thick_polyline(line, 3.5), mu=MU_METAL, depth=4.0, radius=1.2))
+    return out
+
+
+def _surroundings(region: str, placed: list[_Placed], rng: np.random.Generator) -> list[Structure]:
+    """Soft tissue, air, and the bones around the spine that a real film shows."""
+    out: list[Structure] = []
+    cent = np.array([p.centre for p in placed])
+    tang = np.array([p.tangent for p in placed])
+    norm = np.stack([tang[:, 1], -tang[:, 0]], axis=1)
+    widths = np.array([p.shape.width for p in placed])
+    far = 400.0
+    ext_top = cent[0] - tang[0] * far
+    ext_bot = cent[-1] + tang[-1] * far
+
+    def band(front: float | NDArray, back: float | NDArray) -> Polygon:
+        f = cent + norm * np.asarray(front)[..., None] if np.ndim(front) else cent + norm * front
+        b = cent - norm * np.asarray(back)[..., None] if np.ndim(back) else cent - norm * back
+        f = np.vstack(
+            [
+                ext_top + norm[0] * np.atleast_1d(front)[0],
+                f,
+                ext_bot + norm[-1] * np.atleast_1d(front)[-1],
+            ]
+        )
+        b = np.vstack(
+            [
+                ext_top - norm[0] * np.atleast_1d(back)[0],
+                b,
+                ext_bot - norm[-1] * np.atleast_1d(back)[-1],
+            ]
+        )
+        return np.vstack([f, b[::-1]])
+
+    if region == "cervical":
+        front = widths / 2 + rng.uniform(30, 45)
+        back = widths / 2 + rng.uniform(45, 70)
+        neck_depth = rng.uniform(100, 130)
+        out.append(
+            Structure(band(front, back), mu=MU_SOFT, depth=neck_depth, radius=35.0, coarse=True)
+        )
+        # Airway: pharynx and trachea in front of the bodies.
+        off = widths / 2 + rng.uniform(8, 14)
+        airway = thick_polyline(
+            np.vstack(
+                [
+                    cent[0] - tang[0] * 40 + norm[0] * off[0],
+                    cent + norm * off[:, None],
+                    cent[-1] + tang[-1] * 60 + norm[-1] * off[-1],
+                ]
+            ),
+            rng.uniform(10, 18),
+        )
+        out.append(Structure(airway, mu=MU_AIR, depth=rng.uniform(15, 22), radius=5.0, coarse=True))
+        # Skull base, occiput and mandible above, C1 around the dens.
+        c2 = placed[0]
+        n2 = np.array([c2.tangent[1], -c2.tangent[0]])
+        skull_c = c2.centre - c2.tangent * rng.uniform(70, 95) - n2 * rng.uniform(5, 30)
+        out.append(
+            Structure(
+                ellipse(
+                    *skull_c, rng.uniform(85, 100), rng.uniform(60, 75), rng.uniform(-0.3, 0.3), 96
+                ),
+                mu=MU_SOFT,
+                depth=140.0,
+                radius=40.0,
+                coarse=True,
+            )
+        )
+        out.append(
+            Structure(
+                ellipse(
+                    *skull_c, rng.uniform(80, 95), rng.uniform(55, 70), rng.uniform(-0.3, 0.3), 96
+                ),
+                mu=0.004,
+                depth=120.0,
+                radius=30.0,
+                shell=6.0,
+                shell_mu=MU_CORTICAL,
+                coarse=True,
+            )
+        )
+        mand_c = c2.centre + n2 * rng.uniform(45, 60) - c2.tangent * rng.uniform(0, 15)
+        out.append(
+            Structure(
+                arc_band(
+                    *mand_c,
+                    rng.uniform(35, 45),
+                    rng.uniform(25, 35),
+                    rng.uniform(-0.2, 0.3),
+                    1.2,
+                    3.6,
+                    rng.uniform(9, 13),
+                ),
+                mu=MU_CANCELLOUS,
+                depth=25.0,
+                radius=4.0,
+                shell=2.5,
+                shell_mu=MU_CORTICAL,
+            )
+        )
+        top = c2.centre - c2.tangent * (c2.shape.h_post / 2 + c2.shape.dens_height * 0.8)
+        out.append(
+            Structure(
+                ellipse(*(top + n2 * (c2.shape.width / 2 + 4)), 4.5, 6.5, 0.0, 32),
+                mu=MU_CANCELLOUS,
+                depth=12.0,
+                radius=2.5,
+                shell=1.0,
+                shell_mu=MU_CORTICAL,
+            )
+        )
+        out.append(
+            Structure(
+                ellipse(*(top - n2 * (c2.shape.width + 18)), 11.0, 4.5, 0.2, 32),
+                mu=MU_CANCELLOUS,
+                depth=14.0,
+                radius=2.5,
+                shell=1.0,
+                shell_mu=MU_CORTICAL,
+            )
+        )
+        # Shoulders overlap the cervicothoracic junction.
+        idx = next(i for i, p in enumerate(placed) if p.label in ("C7", "T1"))
+        sh = cent[idx] + tang[idx] * rng.uniform(0, 30) - norm[idx] * rng.uniform(0, 25)
+        out.append(
+            Structure(
+                ellipse(*sh, rng.uniform(90, 130), rng.uniform(45, 70), rng.uniform(-0.3, 0.3), 96),
+                mu=MU_SOFT,
+                depth=rng.uniform(60, 140),
+                radius=40.0,
+                coarse=True,
+            )
+        )
+        for _ in range(2):
+            hc = sh + rng.normal(0, 15, 2)
+            out.append(
+                Structure(
+                    ellipse(*hc, rng.uniform(20, 26), rng.uniform(20, 26), 0.0, 48),
+                    mu=MU_CANCELLOUS,
+                    depth=40.0,
+                    radius=12.0,
+                    shell=2.0,
+                    shell_mu=MU_CORTICAL,
+                    coarse=True,
+                )
+            )
+    else:
+        front = widths / 2 + (rng.uniform(60, 120) if region == "lumbar" else rng.uniform(150, 190))
+        back = widths / 2 + rng.uniform(60, 90)
+        depth = rng.uniform(280, 380)
+        out.append(
+            Structure(band(front, back), mu=MU_SOFT * 0.9, depth=depth, radius=80.0, coarse=True)
+        )
+        # Ribs: arcs sweeping forward and down across the spine.
+        rib_levels = [i for i, p in enumerate(placed) if p.label.startswith("T")]
+        for i in rib_levels:
+            for side in range(2):
+                c = cent[i] + norm[i] * rng.uniform(40, 70) + tang[i] * rng.uniform(20, 50)
+                out.append(
+                    Structure(
+                        arc_band(
+                            *c,
+                            rng.uniform(80, 120),
+                            rng.uniform(50, 80),
+                            rng.uniform(-0.5, -0.2) + side * 0.05,
+                            2.3,
+                            4.4,
+                            rng.uniform(7, 10),
+                        ),
+                        mu=MU_CANCELLOUS * 0.8,
+                        depth=12.0,
+                        radius=3.0,
+                        shell=1.0,
+                        shell_mu=MU_CORTICAL * 0.8,
+                    )
+                )
+        if region == "chest":
+            t_idx = [i for i, p in enumerate(placed) if p.label.startswith("T")]
+            apex, base = cent[t_idx[0]], cent[t_idx[-1]]
+            mid = (apex + base) / 2
+            ax = base - apex
+            length = float(np.linalg.norm(ax))
+            n_mid = norm[len(placed) // 2]
+            ap_angle = float(np.arctan2(n_mid[1], n_mid[0]))  # ellipse x-radius runs front-back
+            for s in range(2):
+                lc = mid + n_mid * rng.uniform(25, 45) - ax / length * rng.uniform(0, 20)
+                out.append(
+                    Structure(
+                        ellipse(
+                            *lc,
+                            rng.uniform(95, 115),
+                            length * rng.uniform(0.5, 0.58),
+                            ap_angle + rng.uniform(-0.1, 0.1),
+                            96,
+                        ),
+                        mu=MU_AIR,
+                        depth=rng.uniform(120, 170) - 30 * s,
+                        radius=50.0,
+                        coarse=True,
+                    )
+                )
+            hc = mid + n_mid * rng.uniform(70, 95) + ax / length * rng.uniform(30, 70)
+            out.append(
+                Structure(
+                    ellipse(
+                        *hc, rng.uniform(55, 70), rng.uniform(50, 65), rng.uniform(-0.5, 0.5), 64
+                    ),
+                    mu=MU_SOFT,
+                    depth=rng.uniform(90, 120),
+                    radius=40.0,
+                    coarse=True,
+                )
+            )
+        else:
+            # Iliac crests and the rest of the sacrum; bowel gas in front.
+            s1 = placed[-1]
+            n1 = np.array([s1.tangent[1], -s1.tangent[0]])
+            w1, h1 = s1.shape.width, s1.shape.h_post
+            sac = s1.centre + s1.tangent * (h1 / 2 + 1.5)  # S2 to the coccyx, below the S1 body
+            pts = np.array(
+                [
+                    sac - n1 * w1 * 0.5,
+                    sac + n1 * w1 * 0.3,
+                    sac - n1 * w1 * 0.1 + s1.tangent * 65,
+                    sac - n1 * w1 * 0.45 + s1.tangent * 60,
+                ]
+            )
+            out.append(
+                Structure(
+                    smooth_closed(resample_closed(pts, 64), 3),
+                    mu=MU_CANCELLOUS,
+                    depth=40.0,
+                    radius=8.0,
+                    shell=1.2,
+                    shell_mu=MU_CORTICAL,
+                    texture=0.3,
+                )
+            )
+            l4 = next(p for p in placed if p.label == "L4")
+            for _ in range(2):
+                ic = l4.centre + l4.tangent * rng.uniform(40, 70) + n1 * rng.uniform(-20, 25)
+                out.append(
+                    Structure(
+                        arc_band(
+                            *ic,
+                            rng.uniform(70, 95),
+                            rng.uniform(55, 75),
+                            rng.uniform(-0.3, 0.3),
+                            3.5,
+                            6.0,
+                            rng.uniform(10, 16),
+                        ),
+                        mu=MU_CANCELLOUS,
+                        depth=30.0,
+                        radius=4.0,
+                        shell=1.5,
+                        shell_mu=MU_CORTICAL,
+                    )
+                )
+            for _ in range(int(rng.integers(2, 9))):
+                j = int(rng.integers(0, len(placed)))
+                gc = cent[j] + norm[j] * rng.uniform(40, 110) + tang[j] * rng.normal(0, 20)
+                out.append(
+                    Structure(
+                        ellipse(*gc, rng.uniform(6, 25), rng.uniform(5, 18), rng.uniform(0, 3), 32),
+                        mu=MU_AIR,
+                        depth=rng.uniform(15, 40),
+                        radius=8.0,
+                        coarse=True,
+                    )
+                )
+    return out
