@@ -1,0 +1,4 @@
+"""The analysis stack: one module per stage, with the networks beside them.
+
+Importing this package does not import torch; the network modules do.
+"""
