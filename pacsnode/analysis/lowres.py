@@ -1,0 +1,129 @@
+"""The localisation paper's low-resolution frame: pad a film with zeros to a square, resize it
+bicubically to N x N, and map a prediction back (un-resize, un-pad) onto the film.
+
+Shared by serving and training so that both see exactly the same geometry. Arrays are
+(row, col); the square is centred on the film.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from scipy import ndimage
+
+__all__ = ["OrientedBox", "SquareFrame", "largest_component", "oriented_box"]
+
+
+@dataclass(frozen=True)
+class SquareFrame:
+    """Where a (rows, cols) film sits in its zero-padded square of side ``side``."""
+
+    rows: int
+    cols: int
+    size: int
+
+    @property
+    def side(self) -> int:
+        return max(self.rows, self.cols)
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(row, col) of the film's top-left pixel inside the square."""
+        return (self.side - self.rows) // 2, (self.side - self.cols) // 2
+
+    def to_lowres(self, image: NDArray[np.floating] | torch.Tensor) -> torch.Tensor:
+        """Pad ``image`` (rows, cols) to the square and resize it to (size, size), bicubic
+        with antialiasing; returns a float32 tensor (1, 1, size, size)."""
+        t = torch.as_tensor(image, dtype=torch.float32)
+        if tuple(t.shape) != (self.rows, self.cols):
+            raise ValueError(f"image shape {tuple(t.shape)} != frame {(self.rows, self.cols)}")
+        r0, c0 = self.offset
+        padded = F.pad(
+            t[None, None],
+            (c0, self.side - self.cols - c0, r0, self.side - self.rows - r0),
+            value=0.0,
+        )
+        return F.interpolate(
+            padded, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
+        )
+
+    def mask_to_lowres(self, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """A full-resolution mask resized the same way and thresholded at one half."""
+        return (self.to_lowres(mask.astype(np.float32))[0, 0] >= 0.5).numpy()
+
+    def to_film(self, lowres: NDArray[np.floating] | torch.Tensor) -> NDArray[np.float32]:
+        """Map a (size, size) map back onto the film: resize to the square (bilinear), then
+        cut the padding off; returns (rows, cols)."""
+        t = torch.as_tensor(lowres, dtype=torch.float32)
+        if tuple(t.shape) != (self.size, self.size):
+            raise ValueError(f"map shape {tuple(t.shape)} != {(self.size, self.size)}")
+        up = F.interpolate(
+            t[None, None], size=(self.side, self.side), mode="bilinear", align_corners=False
+        )[0, 0]
+        r0, c0 = self.offset
+        return up[r0 : r0 + self.rows, c0 : c0 + self.cols].numpy()
+
+
+def largest_component(mask: NDArray[np.bool_], connectivity: int = 8) -> NDArray[np.bool_]:
+    """Keep only the largest connected region of ``mask`` (empty stays empty)."""
+    structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+    labels, n = ndimage.label(mask, structure=structure)
+    if n <= 1:
+        return mask.astype(bool)
+    areas = np.bincount(labels.ravel())
+    areas[0] = 0
+    return labels == int(np.argmax(areas))
+
+
+@dataclass(frozen=True)
+class OrientedBox:
+    """A rectangle around a region, in film pixel coordinates.
+
+    ``corners`` are four (x = column, y = row) points from the top-left corner of the
+    top-left pixel (pixel centres at +0.5), in order around the box; ``angle_deg`` is the
+    direction of the long axis from the +x axis, clockwise on screen (y down).
+    """
+
+    centre: tuple[float, float]
+    length: float
+    width: float
+    angle_deg: float
+    corners: tuple[tuple[float, float], ...]
+
+
+def oriented_box(mask: NDArray[np.bool_]) -> OrientedBox | None:
+    """The principal-axis bounding box of ``mask``; None when the mask is empty."""
+    rr, cc = np.nonzero(mask)
+    if rr.size == 0:
+        return None
+    pts = np.stack([cc + 0.5, rr + 0.5], axis=1).astype(np.float64)
+    mean = pts.mean(axis=0)
+    centred = pts - mean
+    if len(pts) > 1:
+        _, vecs = np.linalg.eigh(np.cov(centred.T))
+        axis = vecs[:, 1]
+    else:
+        axis = np.array([1.0, 0.0])
+    normal = np.array([-axis[1], axis[0]])
+    u, v = centred @ axis, centred @ normal
+    # Each pixel is a unit square: pad the extents by half a pixel's reach along the axes.
+    reach = 0.5 * (abs(axis[0]) + abs(axis[1]))
+    u0, u1 = u.min() - reach, u.max() + reach
+    v0, v1 = v.min() - reach, v.max() + reach
+    centre = mean + axis * (u0 + u1) / 2 + normal * (v0 + v1) / 2
+    hl, hw = (u1 - u0) / 2, (v1 - v0) / 2
+    corners = tuple(
+        tuple(float(c) for c in centre + axis * su * hl + normal * sv * hw)
+        for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+    )
+    return OrientedBox(
+        centre=(float(centre[0]), float(centre[1])),
+        length=float(2 * hl),
+        width=float(2 * hw),
+        angle_deg=float(np.degrees(np.arctan2(axis[1], axis[0])) % 180.0),
+        corners=corners,
+    )
