@@ -481,7 +481,7 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
     x_off = {
         "cervical": rng.uniform(0, 25),
         "lumbar": rng.uniform(0, 40),
-        "chest": rng.uniform(40, 90),
+        "chest": rng.uniform(20, 55),
     }[region]
     cx = mean_x + x_off
     y0 = top[1] - margin_top
