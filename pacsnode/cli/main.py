@@ -21,24 +21,19 @@ __all__ = ["main"]
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):  # type: ignore[no-untyped-def]
+    """An argparse type: a whole number no smaller than ``minimum``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
             "PNG preview. The same --seed always gives the same cases."
         ),
     )
-    ph.add_argument("--n", type=_positive_int, required=True, help="number of cases")
-    ph.add_argument("--seed", type=_non_negative_int, required=True, help="phantom set seed")
+    ph.add_argument("--n", type=_int_at_least(1), required=True, help="number of cases")
+    ph.add_argument("--seed", type=_int_at_least(0), required=True, help="phantom set seed")
     ph.add_argument(
         "--region",
         choices=["cervical", "lumbar", "chest", "mixed"],
@@ -69,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ph.add_argument("--out", type=Path, required=True, help="output directory")
     ph.add_argument(
-        "--start", type=_non_negative_int, default=0, help="index of the first case (default 0)"
+        "--start", type=_int_at_least(0), default=0, help="index of the first case (default 0)"
     )
     ph.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     ph.add_argument("--quiet", action="store_true", help="no progress bar")

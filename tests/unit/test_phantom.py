@@ -235,3 +235,21 @@ def test_serving_path_does_not_import_training() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "0", "--seed", "1"], "must be at least 1, got 0"),
+        (["--n", "2", "--seed", "-3"], "must be at least 0, got -3"),
+        (["--n", "two", "--seed", "1"], "'two' is not a whole number"),
+        (["--n", "1", "--seed", "1", "--region", "hand"], "invalid choice"),
+    ],
+)
+def test_cli_rejects_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["phantom", *argv, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
