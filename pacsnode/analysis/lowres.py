@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["OrientedBox", "SquareFrame", "largest_component", "oriented_box"]
+__all__ = ["OrientedBox", "SquareFrame", "label_regions", "largest_component", "oriented_box"]
+
+_STRUCTURE = {
+    4: ndimage.generate_binary_structure(2, 1),
+    8: ndimage.generate_binary_structure(2, 2),
+}
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,20 @@ class SquareFrame:
         return up[r0 : r0 + self.rows, c0 : c0 + self.cols].numpy()
 
 
+def label_regions(mask: NDArray[np.bool_], connectivity: int = 8) -> tuple[NDArray[np.int32], int]:
+    """Connected regions of a 2-D mask: a label image (0 = background, 1..n) and n.
+
+    ``connectivity`` 4 joins pixels through edges only, 8 through corners too.
+    """
+    if connectivity not in _STRUCTURE:
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    labels, n = ndimage.label(mask, structure=_STRUCTURE[connectivity])
+    return labels, int(n)
+
+
 def largest_component(mask: NDArray[np.bool_], connectivity: int = 8) -> NDArray[np.bool_]:
     """Keep only the largest connected region of ``mask`` (empty stays empty)."""
-    structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
-    labels, n = ndimage.label(mask, structure=structure)
+    labels, n = label_regions(mask, connectivity)
     if n <= 1:
         return mask.astype(bool)
     areas = np.bincount(labels.ravel())

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pacsnode import __version__
@@ -21,7 +21,7 @@ __all__ = ["main"]
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def _int_at_least(minimum: int):  # type: ignore[no-untyped-def]
+def _int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number no smaller than ``minimum``."""
 
     def parse(text: str) -> int:

@@ -10,22 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 from scipy.ndimage import binary_dilation
 
 from pacsnode.cli.main import main
 from pacsnode.training.phantom import REGIONS, genant_grade, make_phantom, write_phantom
 from pacsnode.training.phantom.anatomy import SPINE_ORDER
 from pacsnode.training.phantom.dicom import patient_orientation
-from pacsnode.training.phantom.geometry import signed_area
+from pacsnode.training.phantom.geometry import polygon_mask, signed_area
 
 TRAIN_SIZE = 256
-
-
-def _polygon_mask(outline: list[list[float]], shape: tuple[int, int]) -> np.ndarray:
-    canvas = Image.new("1", (shape[1], shape[0]), 0)
-    ImageDraw.Draw(canvas).polygon([(x - 0.5, y - 0.5) for x, y in outline], fill=1)
-    return np.array(canvas, dtype=bool)
 
 
 @pytest.mark.parametrize("region", ["cervical", "lumbar", "chest", "mixed"])
@@ -137,7 +130,7 @@ def test_bodies_brighter_than_their_surround() -> None:
         ph = make_phantom(61, index, "mixed", size_px=512)
         img = ph.radiograph.display
         bodies = np.zeros(img.shape, dtype=bool)
-        masks = [_polygon_mask(v["outline"], img.shape) for v in ph.truth["vertebrae"]]
+        masks = [polygon_mask(np.array(v["outline"]), img.shape) for v in ph.truth["vertebrae"]]
         for m in masks:
             bodies |= m
         for m in masks:
@@ -190,7 +183,7 @@ def test_dicom_matches_truth_after_reading(written: list) -> None:
             assert film.spacing.row_mm == pytest.approx(truth["pixel_spacing_mm"], rel=1e-5)
         assert list(film.patient_orientation) == truth["patient_orientation"]
         for v in truth["vertebrae"][:3]:
-            body = _polygon_mask(v["outline"], film.image.shape)
+            body = polygon_mask(np.array(v["outline"]), film.image.shape)
             ring = binary_dilation(body, iterations=20) & ~binary_dilation(body, iterations=8)
             assert film.image[body].mean() > film.image[ring].mean() - 0.05
 

@@ -4,6 +4,8 @@ Each takes a (batch, 1, H, W) float image and returns (batch, 2, H, W) class sco
 (background, foreground) before the softmax, as Eq. 3 of the localisation paper uses them.
 """
 
+from torch import nn
+
 from pacsnode.analysis.networks.deconvnet import DeconvNet
 from pacsnode.analysis.networks.fcn import ShallowFCN
 from pacsnode.analysis.networks.unet import UNet
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-def build_network(arch: str, **overrides: int):  # type: ignore[no-untyped-def]
+def build_network(arch: str, **overrides: int) -> nn.Module:
     """Build ``arch`` ("fcn", "deconvnet" or "unet") at the paper's size, or as overridden."""
     try:
         cls = ARCHITECTURES[arch]
@@ -40,6 +42,6 @@ def build_network(arch: str, **overrides: int):  # type: ignore[no-untyped-def]
     return cls(**{**PAPER_SIZES[arch], **overrides})
 
 
-def parameter_count(module) -> int:  # type: ignore[no-untyped-def]
+def parameter_count(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

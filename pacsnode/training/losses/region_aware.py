@@ -15,15 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from scipy import ndimage
 from torch import nn
 
-__all__ = ["RegionAwareLoss", "region_weights", "region_weights_batch"]
+from pacsnode.analysis.lowres import label_regions
 
-_STRUCTURE = {
-    4: ndimage.generate_binary_structure(2, 1),
-    8: ndimage.generate_binary_structure(2, 2),
-}
+__all__ = ["RegionAwareLoss", "region_weights", "region_weights_batch"]
 
 
 def region_weights(
@@ -45,9 +41,7 @@ def region_weights(
     """
     if prediction.ndim != 2:
         raise ValueError(f"prediction must be 2-D (H, W), got shape {prediction.shape}")
-    if connectivity not in _STRUCTURE:
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    labels, n_regions = ndimage.label(prediction, structure=_STRUCTURE[connectivity])
+    labels, n_regions = label_regions(prediction, connectivity)
     weights = np.zeros(prediction.shape, dtype=np.float64)
     excess = max(n_regions - target_regions, 0)
     if excess == 0:

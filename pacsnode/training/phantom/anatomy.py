@@ -8,7 +8,7 @@ from the top-left corner of the image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -111,12 +111,7 @@ class VertebraTruth:
 
     @property
     def heights_mm(self) -> dict[str, float]:
-        c = self.corners
-        return {
-            "anterior": float(np.linalg.norm(c["anterior_superior"] - c["anterior_inferior"])),
-            "middle": float(np.linalg.norm(self.mid_superior - self.mid_inferior)),
-            "posterior": float(np.linalg.norm(c["posterior_superior"] - c["posterior_inferior"])),
-        }
+        return _heights(self.corners, self.mid_superior, self.mid_inferior)
 
     @property
     def height_loss(self) -> float:
@@ -221,9 +216,15 @@ class _Placed:
     osteophytes: bool
     narrowed: bool
 
+    @property
+    def normal(self) -> NDArray[np.float64]:
+        """Unit vector towards the patient's front (the tangent turned a quarter)."""
+        return np.array([self.tangent[1], -self.tangent[0]])
 
-def _frame(centre: NDArray[np.float64], tangent: NDArray[np.float64]):
-    normal = np.array([tangent[1], -tangent[0]])  # anterior
+
+def _frame(p: _Placed):
+    """Map local body coordinates (a: anterior, h: inferior) of ``p`` to scene mm."""
+    centre, normal, tangent = p.centre, p.normal, p.tangent
 
     def to_world(local: NDArray[np.float64]) -> NDArray[np.float64]:
         local = np.atleast_2d(local)
@@ -281,7 +282,6 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
     theta = rng.uniform(-0.35, 0.05) if region == "cervical" else rng.uniform(-0.1, 0.25)
     fracture_case = rng.random() < (0.15 if region == "cervical" else 0.35)
     placed: list[_Placed] = []
-    pos = np.zeros(2)
     for i, label in enumerate(labels):
         w, h, disc = DIMENSIONS[label]
         w, h, disc = (
@@ -313,23 +313,23 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
             fracture = str(rng.choice(FRACTURE_TYPES))
             loss = rng.uniform(0.10, 0.55)
             if fracture == "wedge":
-                shape = _replace(nominal, h_ant=nominal.h_post * (1 - loss))
+                shape = replace(nominal, h_ant=nominal.h_post * (1 - loss))
             elif fracture == "biconcave":
                 extra = (h * loss - nominal.conc_sup - nominal.conc_inf) / 2
-                shape = _replace(
+                shape = replace(
                     nominal,
                     conc_sup=nominal.conc_sup + max(extra, 0.0),
                     conc_inf=nominal.conc_inf + max(extra, 0.0),
                 )
             else:
-                shape = _replace(
+                shape = replace(
                     nominal,
                     h_ant=nominal.h_ant * (1 - loss),
                     h_post=nominal.h_post * (1 - loss * 0.8),
                 )
         height = max(shape.h_ant, shape.h_post)
         if i == 0:
-            centre = pos.copy()
+            centre = np.zeros(2)
         else:
             prev = placed[-1]
             prev_h = max(prev.shape.h_ant, prev.shape.h_post)
@@ -356,20 +356,14 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
                 narrowed=narrowed,
             )
         )
-        pos = centre
     return placed
 
 
-def _replace(shape: _BodyShape, **kw: float) -> _BodyShape:
-    values = {**shape.__dict__, **kw}
-    return _BodyShape(**values)
-
-
-def _posterior_elements(p: _Placed, region: str, rng: np.random.Generator) -> list[Polygon]:
+def _posterior_elements(p: _Placed) -> list[Polygon]:
     if p.shape.kind == "s1":
         return []  # the sacrum's posterior elements are drawn with the sacrum
     w, h = p.shape.width, max(p.shape.h_ant, p.shape.h_post)
-    to_world = _frame(p.centre, p.tangent)
+    to_world = _frame(p)
     cervical = p.label.startswith("C")
     thoracic = p.label.startswith("T")
     ped_len = w * (0.45 if cervical else 0.35)
@@ -422,46 +416,43 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
 
     lateral_depth = {"C": 20.0, "T": 30.0, "L": 45.0, "S": 45.0}
     for p in placed:
-        to_world = _frame(p.centre, p.tangent)
+        to_world = _frame(p)
         outline, corners, ms, mi = _measure(p.shape, to_world)
-        nominal_outline = _measure(p.nominal, to_world)
-        expected = max(
-            _heights(nominal_outline[1], nominal_outline[2], nominal_outline[3]).values()
-        )
+        _, *nominal_landmarks = _measure(p.nominal, to_world)
+        expected = max(_heights(*nominal_landmarks).values())
         truths_canon.append((p, outline, corners, ms, mi, expected))
         depth = lateral_depth[p.label[0]] * rng.uniform(0.9, 1.1)
         cortex = (0.9 if p.label[0] == "C" else 1.2) * (0.6 if osteoporotic else 1.0)
         struct.append(
-            Structure(
-                polygon=resample_closed(outline, 128),
+            _bone(
+                resample_closed(outline, 128),
+                depth,
+                min(p.shape.width, p.shape.h_post) / 2,
+                cortex,
                 mu=MU_CANCELLOUS * bone * (1.4 if p.fracture == "crush" else 1.0),
-                depth=depth,
-                radius=min(p.shape.width, p.shape.h_post) / 2,
-                shell=cortex,
                 shell_mu=MU_CORTICAL * (0.75 if osteoporotic else 1.0),
                 texture=0.35,
             )
         )
-        for part in _posterior_elements(p, region, rng):
-            struct.append(
-                Structure(
-                    part,
-                    mu=MU_CANCELLOUS * bone * 1.2,
-                    depth=depth * 0.5,
-                    radius=3.0,
-                    shell=1.0,
-                    shell_mu=MU_CORTICAL * 0.8,
-                    texture=0.2,
-                )
+        struct.extend(
+            _bone(
+                part,
+                depth * 0.5,
+                3.0,
+                1.0,
+                mu=MU_CANCELLOUS * bone * 1.2,
+                shell_mu=MU_CORTICAL * 0.8,
+                texture=0.2,
             )
+            for part in _posterior_elements(p)
+        )
         if p.osteophytes:
             struct.extend(_osteophytes(p, rng, bone))
 
-    anchor = {t[0].label: t for t in truths_canon}
-    top = anchor[first][0].centre - anchor[first][0].tangent * (
-        0.5 * DIMENSIONS[first][1] + (anchor[first][0].shape.dens_height if first == "C2" else 0)
-    )
-    bottom = anchor[last][0].centre + anchor[last][0].tangent * 0.5 * DIMENSIONS[last][1]
+    by_label = {p.label: p for p in placed}
+    head, tail = by_label[first], by_label[last]
+    top = head.centre - head.tangent * (0.5 * DIMENSIONS[first][1] + head.shape.dens_height)
+    bottom = tail.centre + tail.tangent * 0.5 * DIMENSIONS[last][1]
     axis_pts = np.array([p.centre for p in placed])
     struct.extend(_surroundings(region, placed, rng))
 
@@ -505,7 +496,7 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
     def place(pts: NDArray[np.float64]) -> NDArray[np.float64]:
         return similarity(pts, centre=centre_canon, angle=angle, mirror_x=facing == "left", to=to)
 
-    structures = [Structure(**{**s.__dict__, "polygon": place(s.polygon)}) for s in struct]
+    structures = [replace(s, polygon=place(s.polygon)) for s in struct]
     # Collimation: a rectangle inside the image, sometimes the whole image.
     w_mm, h_mm = float(size[0]), float(size[1])
     if rng.random() < 0.7:
@@ -596,7 +587,7 @@ def _heights(corners: dict, ms: NDArray, mi: NDArray) -> dict[str, float]:
 def _osteophytes(p: _Placed, rng: np.random.Generator, bone: float) -> list[Structure]:
     """Bony spurs at the anterior corners: drawn, but outside the body outline."""
     w, ha = p.shape.width, p.shape.h_ant
-    to_world = _frame(p.centre, p.tangent)
+    to_world = _frame(p)
     out = []
     for sign in (-1.0, 1.0):
         if rng.random() < 0.4:
@@ -626,8 +617,7 @@ def _metal_plate(
     out: list[Structure] = []
     path = []
     for p in bodies:
-        n = np.array([p.tangent[1], -p.tangent[0]])
-        path.append(p.centre + n * (p.shape.width / 2 + 2.5))
+        path.append(p.centre + p.normal * (p.shape.width / 2 + 2.5))
     path_arr = np.array(path)
     ext = (path_arr[-1] - path_arr[0]) / max(len(path) - 1, 1) * 0.45
     path_arr = np.vstack([path_arr[0] - ext, path_arr, path_arr[-1] + ext])
@@ -642,280 +632,235 @@ def _metal_plate(
     )
     out.append(Structure(thick_polyline(dense, 2.5), mu=MU_METAL, depth=14.0, radius=0.8))
     for p in bodies:
-        n = np.array([p.tangent[1], -p.tangent[0]])
-        a = p.centre + n * (p.shape.width / 2 + 2.5)
-        b = p.centre - n * (p.shape.width * rng.uniform(0.2, 0.35))
+        a = p.centre + p.normal * (p.shape.width / 2 + 2.5)
+        b = p.centre - p.normal * (p.shape.width * rng.uniform(0.2, 0.35))
         line = np.stack([np.linspace(a[k], b[k], 20) for k in range(2)], axis=1)
         out.append(Structure(thick_polyline(line, 3.5), mu=MU_METAL, depth=4.0, radius=1.2))
     return out
 
 
+def _soft(polygon: Polygon, mu: float, depth: float, radius: float) -> Structure:
+    """A large, smooth soft-tissue or air structure, rendered on the coarse grid."""
+    return Structure(polygon, mu=mu, depth=depth, radius=radius, coarse=True)
+
+
+def _bone(
+    polygon: Polygon,
+    depth: float,
+    radius: float,
+    shell: float,
+    *,
+    mu: float = MU_CANCELLOUS,
+    shell_mu: float = MU_CORTICAL,
+    texture: float = 0.0,
+    coarse: bool = False,
+) -> Structure:
+    """Cancellous bone inside a cortical shell ``shell`` mm thick."""
+    return Structure(
+        polygon,
+        mu=mu,
+        depth=depth,
+        radius=radius,
+        shell=shell,
+        shell_mu=shell_mu,
+        texture=texture,
+        coarse=coarse,
+    )
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The chain of body centres with their tangents, normals and widths (arrays)."""
+
+    cent: NDArray[np.float64]
+    tang: NDArray[np.float64]
+    norm: NDArray[np.float64]
+    widths: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, placed: list[_Placed]) -> _Axis:
+        return cls(
+            cent=np.array([p.centre for p in placed]),
+            tang=np.array([p.tangent for p in placed]),
+            norm=np.array([p.normal for p in placed]),
+            widths=np.array([p.shape.width for p in placed]),
+        )
+
+    def band(self, front: NDArray[np.float64], back: NDArray[np.float64]) -> Polygon:
+        """The region between skin lines ``front`` mm ahead of and ``back`` mm behind each
+        body centre, extended far beyond both ends of the chain."""
+        far = 400.0
+        ends = (self.cent[0] - self.tang[0] * far, self.cent[-1] + self.tang[-1] * far)
+
+        def skin(offset: NDArray[np.float64]) -> Polygon:
+            return np.vstack(
+                [
+                    ends[0] + self.norm[0] * offset[0],
+                    self.cent + self.norm * offset[:, None],
+                    ends[1] + self.norm[-1] * offset[-1],
+                ]
+            )
+
+        return np.vstack([skin(front), skin(-back)[::-1]])
+
+
 def _surroundings(region: str, placed: list[_Placed], rng: np.random.Generator) -> list[Structure]:
     """Soft tissue, air, and the bones around the spine that a real film shows."""
-    out: list[Structure] = []
-    cent = np.array([p.centre for p in placed])
-    tang = np.array([p.tangent for p in placed])
-    norm = np.stack([tang[:, 1], -tang[:, 0]], axis=1)
-    widths = np.array([p.shape.width for p in placed])
-    far = 400.0
-    ext_top = cent[0] - tang[0] * far
-    ext_bot = cent[-1] + tang[-1] * far
-
-    def band(front: float | NDArray, back: float | NDArray) -> Polygon:
-        f = cent + norm * np.asarray(front)[..., None] if np.ndim(front) else cent + norm * front
-        b = cent - norm * np.asarray(back)[..., None] if np.ndim(back) else cent - norm * back
-        f = np.vstack(
-            [
-                ext_top + norm[0] * np.atleast_1d(front)[0],
-                f,
-                ext_bot + norm[-1] * np.atleast_1d(front)[-1],
-            ]
-        )
-        b = np.vstack(
-            [
-                ext_top - norm[0] * np.atleast_1d(back)[0],
-                b,
-                ext_bot - norm[-1] * np.atleast_1d(back)[-1],
-            ]
-        )
-        return np.vstack([f, b[::-1]])
-
+    axis = _Axis.of(placed)
     if region == "cervical":
-        front = widths / 2 + rng.uniform(30, 45)
-        back = widths / 2 + rng.uniform(45, 70)
-        neck_depth = rng.uniform(100, 130)
-        out.append(
-            Structure(band(front, back), mu=MU_SOFT, depth=neck_depth, radius=35.0, coarse=True)
-        )
-        # Airway: pharynx and trachea in front of the bodies.
-        off = widths / 2 + rng.uniform(8, 14)
-        airway = thick_polyline(
-            np.vstack(
-                [
-                    cent[0] - tang[0] * 40 + norm[0] * off[0],
-                    cent + norm * off[:, None],
-                    cent[-1] + tang[-1] * 60 + norm[-1] * off[-1],
-                ]
-            ),
-            rng.uniform(10, 18),
-        )
-        out.append(Structure(airway, mu=MU_AIR, depth=rng.uniform(15, 22), radius=5.0, coarse=True))
-        # Skull base, occiput and mandible above, C1 around the dens.
-        c2 = placed[0]
-        n2 = np.array([c2.tangent[1], -c2.tangent[0]])
-        skull_c = c2.centre - c2.tangent * rng.uniform(70, 95) - n2 * rng.uniform(5, 30)
-        out.append(
-            Structure(
-                ellipse(
-                    *skull_c, rng.uniform(85, 100), rng.uniform(60, 75), rng.uniform(-0.3, 0.3), 96
-                ),
-                mu=MU_SOFT,
-                depth=140.0,
-                radius=40.0,
-                coarse=True,
-            )
-        )
-        out.append(
-            Structure(
-                ellipse(
-                    *skull_c, rng.uniform(80, 95), rng.uniform(55, 70), rng.uniform(-0.3, 0.3), 96
-                ),
-                mu=0.004,
-                depth=120.0,
-                radius=30.0,
-                shell=6.0,
-                shell_mu=MU_CORTICAL,
-                coarse=True,
-            )
-        )
-        mand_c = c2.centre + n2 * rng.uniform(45, 60) - c2.tangent * rng.uniform(0, 15)
-        out.append(
-            Structure(
-                arc_band(
-                    *mand_c,
-                    rng.uniform(35, 45),
-                    rng.uniform(25, 35),
-                    rng.uniform(-0.2, 0.3),
-                    1.2,
-                    3.6,
-                    rng.uniform(9, 13),
-                ),
-                mu=MU_CANCELLOUS,
-                depth=25.0,
-                radius=4.0,
-                shell=2.5,
-                shell_mu=MU_CORTICAL,
-            )
-        )
-        top = c2.centre - c2.tangent * (c2.shape.h_post / 2 + c2.shape.dens_height * 0.8)
-        out.append(
-            Structure(
-                ellipse(*(top + n2 * (c2.shape.width / 2 + 4)), 4.5, 6.5, 0.0, 32),
-                mu=MU_CANCELLOUS,
-                depth=12.0,
-                radius=2.5,
-                shell=1.0,
-                shell_mu=MU_CORTICAL,
-            )
-        )
-        out.append(
-            Structure(
-                ellipse(*(top - n2 * (c2.shape.width + 18)), 11.0, 4.5, 0.2, 32),
-                mu=MU_CANCELLOUS,
-                depth=14.0,
-                radius=2.5,
-                shell=1.0,
-                shell_mu=MU_CORTICAL,
-            )
-        )
-        # Shoulders overlap the cervicothoracic junction.
-        idx = next(i for i, p in enumerate(placed) if p.label in ("C7", "T1"))
-        sh = cent[idx] + tang[idx] * rng.uniform(0, 30) - norm[idx] * rng.uniform(0, 25)
-        out.append(
-            Structure(
-                ellipse(*sh, rng.uniform(90, 130), rng.uniform(45, 70), rng.uniform(-0.3, 0.3), 96),
-                mu=MU_SOFT,
-                depth=rng.uniform(60, 140),
-                radius=40.0,
-                coarse=True,
-            )
-        )
-        for _ in range(2):
-            hc = sh + rng.normal(0, 15, 2)
-            out.append(
-                Structure(
-                    ellipse(*hc, rng.uniform(20, 26), rng.uniform(20, 26), 0.0, 48),
-                    mu=MU_CANCELLOUS,
-                    depth=40.0,
-                    radius=12.0,
-                    shell=2.0,
-                    shell_mu=MU_CORTICAL,
-                    coarse=True,
-                )
-            )
+        return _neck(placed, axis, rng)
+    out = _trunk(region, placed, axis, rng)
+    if region == "chest":
+        out.extend(_thorax(placed, axis, rng))
     else:
-        front = widths / 2 + (rng.uniform(60, 120) if region == "lumbar" else rng.uniform(150, 190))
-        back = widths / 2 + rng.uniform(60, 90)
-        depth = rng.uniform(280, 380)
-        out.append(
-            Structure(band(front, back), mu=MU_SOFT * 0.9, depth=depth, radius=80.0, coarse=True)
+        out.extend(_pelvis(placed, axis, rng))
+    return out
+
+
+def _neck(placed: list[_Placed], axis: _Axis, rng: np.random.Generator) -> list[Structure]:
+    """Neck, airway, skull base, mandible, C1, and the shoulders over C7/T1."""
+    cent, tang, norm, widths = axis.cent, axis.tang, axis.norm, axis.widths
+    front = widths / 2 + rng.uniform(30, 45)
+    back = widths / 2 + rng.uniform(45, 70)
+    out = [_soft(axis.band(front, back), MU_SOFT, rng.uniform(100, 130), 35.0)]
+    # Airway: pharynx and trachea in front of the bodies.
+    off = widths / 2 + rng.uniform(8, 14)
+    airway = thick_polyline(
+        np.vstack(
+            [
+                cent[0] - tang[0] * 40 + norm[0] * off[0],
+                cent + norm * off[:, None],
+                cent[-1] + tang[-1] * 60 + norm[-1] * off[-1],
+            ]
+        ),
+        rng.uniform(10, 18),
+    )
+    out.append(_soft(airway, MU_AIR, rng.uniform(15, 22), 5.0))
+    # Skull base, occiput and mandible above, C1 around the dens.
+    c2 = placed[0]
+    n2 = c2.normal
+    skull_c = c2.centre - c2.tangent * rng.uniform(70, 95) - n2 * rng.uniform(5, 30)
+    head = ellipse(*skull_c, rng.uniform(85, 100), rng.uniform(60, 75), rng.uniform(-0.3, 0.3), 96)
+    out.append(_soft(head, MU_SOFT, 140.0, 40.0))
+    skull = ellipse(*skull_c, rng.uniform(80, 95), rng.uniform(55, 70), rng.uniform(-0.3, 0.3), 96)
+    out.append(_bone(skull, 120.0, 30.0, 6.0, mu=0.004, coarse=True))
+    mand_c = c2.centre + n2 * rng.uniform(45, 60) - c2.tangent * rng.uniform(0, 15)
+    mandible = arc_band(
+        *mand_c,
+        rng.uniform(35, 45),
+        rng.uniform(25, 35),
+        rng.uniform(-0.2, 0.3),
+        1.2,
+        3.6,
+        rng.uniform(9, 13),
+    )
+    out.append(_bone(mandible, 25.0, 4.0, 2.5))
+    top = c2.centre - c2.tangent * (c2.shape.h_post / 2 + c2.shape.dens_height * 0.8)
+    out.append(
+        _bone(ellipse(*(top + n2 * (c2.shape.width / 2 + 4)), 4.5, 6.5, 0.0, 32), 12.0, 2.5, 1.0)
+    )
+    out.append(
+        _bone(ellipse(*(top - n2 * (c2.shape.width + 18)), 11.0, 4.5, 0.2, 32), 14.0, 2.5, 1.0)
+    )
+    # Shoulders overlap the cervicothoracic junction.
+    idx = next(i for i, p in enumerate(placed) if p.label in ("C7", "T1"))
+    sh = cent[idx] + tang[idx] * rng.uniform(0, 30) - norm[idx] * rng.uniform(0, 25)
+    shoulders = ellipse(*sh, rng.uniform(90, 130), rng.uniform(45, 70), rng.uniform(-0.3, 0.3), 96)
+    out.append(_soft(shoulders, MU_SOFT, rng.uniform(60, 140), 40.0))
+    for _ in range(2):
+        hc = sh + rng.normal(0, 15, 2)
+        humerus = ellipse(*hc, rng.uniform(20, 26), rng.uniform(20, 26), 0.0, 48)
+        out.append(_bone(humerus, 40.0, 12.0, 2.0, coarse=True))
+    return out
+
+
+def _trunk(
+    region: str, placed: list[_Placed], axis: _Axis, rng: np.random.Generator
+) -> list[Structure]:
+    """Trunk soft tissue and the ribs sweeping forward and down across the spine."""
+    cent, tang, norm, widths = axis.cent, axis.tang, axis.norm, axis.widths
+    front = widths / 2 + (rng.uniform(60, 120) if region == "lumbar" else rng.uniform(150, 190))
+    back = widths / 2 + rng.uniform(60, 90)
+    out = [_soft(axis.band(front, back), MU_SOFT * 0.9, rng.uniform(280, 380), 80.0)]
+    for i in _thoracic(placed):
+        for side in range(2):
+            c = cent[i] + norm[i] * rng.uniform(40, 70) + tang[i] * rng.uniform(20, 50)
+            rib = arc_band(
+                *c,
+                rng.uniform(80, 120),
+                rng.uniform(50, 80),
+                rng.uniform(-0.5, -0.2) + side * 0.05,
+                2.3,
+                4.4,
+                rng.uniform(7, 10),
+            )
+            out.append(
+                _bone(rib, 12.0, 3.0, 1.0, mu=MU_CANCELLOUS * 0.8, shell_mu=MU_CORTICAL * 0.8)
+            )
+    return out
+
+
+def _thoracic(placed: list[_Placed]) -> list[int]:
+    return [i for i, p in enumerate(placed) if p.label.startswith("T")]
+
+
+def _thorax(placed: list[_Placed], axis: _Axis, rng: np.random.Generator) -> list[Structure]:
+    """Two lung fields over and in front of the thoracic spine, and the heart."""
+    t_idx = _thoracic(placed)
+    apex, base = axis.cent[t_idx[0]], axis.cent[t_idx[-1]]
+    mid = (apex + base) / 2
+    ax = base - apex
+    length = float(np.linalg.norm(ax))
+    n_mid = axis.norm[len(placed) // 2]
+    ap_angle = float(np.arctan2(n_mid[1], n_mid[0]))  # ellipse x-radius runs front-back
+    out = []
+    for s in range(2):
+        lc = mid + n_mid * rng.uniform(25, 45) - ax / length * rng.uniform(0, 20)
+        lung = ellipse(
+            *lc,
+            rng.uniform(95, 115),
+            length * rng.uniform(0.5, 0.58),
+            ap_angle + rng.uniform(-0.1, 0.1),
+            96,
         )
-        # Ribs: arcs sweeping forward and down across the spine.
-        rib_levels = [i for i, p in enumerate(placed) if p.label.startswith("T")]
-        for i in rib_levels:
-            for side in range(2):
-                c = cent[i] + norm[i] * rng.uniform(40, 70) + tang[i] * rng.uniform(20, 50)
-                out.append(
-                    Structure(
-                        arc_band(
-                            *c,
-                            rng.uniform(80, 120),
-                            rng.uniform(50, 80),
-                            rng.uniform(-0.5, -0.2) + side * 0.05,
-                            2.3,
-                            4.4,
-                            rng.uniform(7, 10),
-                        ),
-                        mu=MU_CANCELLOUS * 0.8,
-                        depth=12.0,
-                        radius=3.0,
-                        shell=1.0,
-                        shell_mu=MU_CORTICAL * 0.8,
-                    )
-                )
-        if region == "chest":
-            t_idx = [i for i, p in enumerate(placed) if p.label.startswith("T")]
-            apex, base = cent[t_idx[0]], cent[t_idx[-1]]
-            mid = (apex + base) / 2
-            ax = base - apex
-            length = float(np.linalg.norm(ax))
-            n_mid = norm[len(placed) // 2]
-            ap_angle = float(np.arctan2(n_mid[1], n_mid[0]))  # ellipse x-radius runs front-back
-            for s in range(2):
-                lc = mid + n_mid * rng.uniform(25, 45) - ax / length * rng.uniform(0, 20)
-                out.append(
-                    Structure(
-                        ellipse(
-                            *lc,
-                            rng.uniform(95, 115),
-                            length * rng.uniform(0.5, 0.58),
-                            ap_angle + rng.uniform(-0.1, 0.1),
-                            96,
-                        ),
-                        mu=MU_AIR,
-                        depth=rng.uniform(120, 170) - 30 * s,
-                        radius=50.0,
-                        coarse=True,
-                    )
-                )
-            hc = mid + n_mid * rng.uniform(70, 95) + ax / length * rng.uniform(30, 70)
-            out.append(
-                Structure(
-                    ellipse(
-                        *hc, rng.uniform(55, 70), rng.uniform(50, 65), rng.uniform(-0.5, 0.5), 64
-                    ),
-                    mu=MU_SOFT,
-                    depth=rng.uniform(90, 120),
-                    radius=40.0,
-                    coarse=True,
-                )
-            )
-        else:
-            # Iliac crests and the rest of the sacrum; bowel gas in front.
-            s1 = placed[-1]
-            n1 = np.array([s1.tangent[1], -s1.tangent[0]])
-            w1, h1 = s1.shape.width, s1.shape.h_post
-            sac = s1.centre + s1.tangent * (h1 / 2 + 1.5)  # S2 to the coccyx, below the S1 body
-            pts = np.array(
-                [
-                    sac - n1 * w1 * 0.5,
-                    sac + n1 * w1 * 0.3,
-                    sac - n1 * w1 * 0.1 + s1.tangent * 65,
-                    sac - n1 * w1 * 0.45 + s1.tangent * 60,
-                ]
-            )
-            out.append(
-                Structure(
-                    smooth_closed(resample_closed(pts, 64), 3),
-                    mu=MU_CANCELLOUS,
-                    depth=40.0,
-                    radius=8.0,
-                    shell=1.2,
-                    shell_mu=MU_CORTICAL,
-                    texture=0.3,
-                )
-            )
-            l4 = next(p for p in placed if p.label == "L4")
-            for _ in range(2):
-                ic = l4.centre + l4.tangent * rng.uniform(40, 70) + n1 * rng.uniform(-20, 25)
-                out.append(
-                    Structure(
-                        arc_band(
-                            *ic,
-                            rng.uniform(70, 95),
-                            rng.uniform(55, 75),
-                            rng.uniform(-0.3, 0.3),
-                            3.5,
-                            6.0,
-                            rng.uniform(10, 16),
-                        ),
-                        mu=MU_CANCELLOUS,
-                        depth=30.0,
-                        radius=4.0,
-                        shell=1.5,
-                        shell_mu=MU_CORTICAL,
-                    )
-                )
-            for _ in range(int(rng.integers(2, 9))):
-                j = int(rng.integers(0, len(placed)))
-                gc = cent[j] + norm[j] * rng.uniform(40, 110) + tang[j] * rng.normal(0, 20)
-                out.append(
-                    Structure(
-                        ellipse(*gc, rng.uniform(6, 25), rng.uniform(5, 18), rng.uniform(0, 3), 32),
-                        mu=MU_AIR,
-                        depth=rng.uniform(15, 40),
-                        radius=8.0,
-                        coarse=True,
-                    )
-                )
+        out.append(_soft(lung, MU_AIR, rng.uniform(120, 170) - 30 * s, 50.0))
+    hc = mid + n_mid * rng.uniform(70, 95) + ax / length * rng.uniform(30, 70)
+    heart = ellipse(*hc, rng.uniform(55, 70), rng.uniform(50, 65), rng.uniform(-0.5, 0.5), 64)
+    out.append(_soft(heart, MU_SOFT, rng.uniform(90, 120), 40.0))
+    return out
+
+
+def _pelvis(placed: list[_Placed], axis: _Axis, rng: np.random.Generator) -> list[Structure]:
+    """The sacrum below S1, the iliac crests, and bowel gas in front."""
+    s1 = placed[-1]
+    n1 = s1.normal
+    w1, h1 = s1.shape.width, s1.shape.h_post
+    sac = s1.centre + s1.tangent * (h1 / 2 + 1.5)  # S2 to the coccyx, below the S1 body
+    pts = np.array(
+        [
+            sac - n1 * w1 * 0.5,
+            sac + n1 * w1 * 0.3,
+            sac - n1 * w1 * 0.1 + s1.tangent * 65,
+            sac - n1 * w1 * 0.45 + s1.tangent * 60,
+        ]
+    )
+    out = [_bone(smooth_closed(resample_closed(pts, 64), 3), 40.0, 8.0, 1.2, texture=0.3)]
+    l4 = next(p for p in placed if p.label == "L4")
+    for _ in range(2):
+        ic = l4.centre + l4.tangent * rng.uniform(40, 70) + n1 * rng.uniform(-20, 25)
+        crest = arc_band(
+            *ic,
+            rng.uniform(70, 95),
+            rng.uniform(55, 75),
+            rng.uniform(-0.3, 0.3),
+            3.5,
+            6.0,
+            rng.uniform(10, 16),
+        )
+        out.append(_bone(crest, 30.0, 4.0, 1.5))
+    for _ in range(int(rng.integers(2, 9))):
+        j = int(rng.integers(0, len(placed)))
+        gc = axis.cent[j] + axis.norm[j] * rng.uniform(40, 110) + axis.tang[j] * rng.normal(0, 20)
+        gas = ellipse(*gc, rng.uniform(6, 25), rng.uniform(5, 18), rng.uniform(0, 3), 32)
+        out.append(_soft(gas, MU_AIR, rng.uniform(15, 40), 8.0))
     return out

@@ -69,16 +69,19 @@ class Phantom:
         )
 
 
-def _draw_acquisition(rng: np.random.Generator, scene: Scene) -> tuple[Scene, Acquisition]:
+def _draw_acquisition(
+    rng: np.random.Generator, size_mm: tuple[float, float]
+) -> tuple[tuple[float, float], Acquisition]:
+    """Draw how a field of ``size_mm`` is acquired; returns the field, widened if needed."""
     mag = float(rng.uniform(1.05, 1.25))
-    w_mm, h_mm = scene.size_mm
+    w_mm, h_mm = size_mm
     longest, shortest = max(w_mm, h_mm), min(w_mm, h_mm)
     lo = max(0.1, longest * mag / MAX_SIDE_PX)
     hi = min(0.2, shortest * mag / MIN_SIDE_PX)
-    det = float(rng.uniform(lo, hi)) if hi > lo else float(min(max(lo, 0.1), 0.2))
+    det = float(rng.uniform(lo, hi)) if hi > lo else min(lo, 0.2)
     # Widen a narrow field (background only) so the short side has at least 1000 pixels.
     pitch = det / mag
-    scene.size_mm = (max(w_mm, MIN_SIDE_PX * pitch), max(h_mm, MIN_SIDE_PX * pitch))
+    size_mm = (max(w_mm, MIN_SIDE_PX * pitch), max(h_mm, MIN_SIDE_PX * pitch))
     roll = rng.random()
     if roll < 0.5:
         syntax = ExplicitVRLittleEndian
@@ -101,7 +104,7 @@ def _draw_acquisition(rng: np.random.Generator, scene: Scene) -> tuple[Scene, Ac
         patient_sex=str(rng.choice(["F", "M"])),
         patient_age_years=int(rng.integers(18, 95)),
     )
-    return scene, acq
+    return size_mm, acq
 
 
 def make_phantom(
@@ -130,7 +133,7 @@ def make_phantom(
     elif region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {(*REGIONS, 'mixed')}")
     scene = build_scene(scene_rng, region)
-    scene, acq = _draw_acquisition(np.random.default_rng(acq_ss), scene)
+    scene.size_mm, acq = _draw_acquisition(np.random.default_rng(acq_ss), scene.size_mm)
     spacing = acq.patient_spacing_mm
     if size_px is not None:
         spacing = max(scene.size_mm) / float(size_px)

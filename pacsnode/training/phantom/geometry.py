@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter1d
 
 Polygon = NDArray[np.float64]
@@ -17,6 +18,7 @@ __all__ = [
     "arc_band",
     "ellipse",
     "nearest_vertex",
+    "polygon_mask",
     "resample_closed",
     "signed_area",
     "similarity",
@@ -32,6 +34,15 @@ def ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: i
     c, s = np.cos(angle), np.sin(angle)
     rot = np.array([[c, -s], [s, c]])
     return pts @ rot.T + np.array([cx, cy])
+
+
+def polygon_mask(pts: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.bool_]:
+    """(rows, cols) mask of the pixels whose centre lies inside the polygon ``pts``, given in
+    (x, y) pixel units from the top-left corner of the top-left pixel."""
+    canvas = Image.new("1", (shape[1], shape[0]), 0)
+    # PIL samples pixel (i, j) at integer coordinates; our centres sit at +0.5.
+    ImageDraw.Draw(canvas).polygon([(x - 0.5, y - 0.5) for x, y in pts], fill=1)
+    return np.array(canvas, dtype=bool)
 
 
 def signed_area(poly: Polygon) -> float:

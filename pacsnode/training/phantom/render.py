@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
 from scipy.ndimage import distance_transform_edt, gaussian_filter, zoom
 
 from pacsnode.training.phantom.anatomy import Scene, Structure
+from pacsnode.training.phantom.geometry import polygon_mask
 
 __all__ = ["Radiograph", "render"]
 
@@ -64,15 +64,13 @@ def _add_structure(
     r1 = min(int(np.ceil(pts[:, 1].max())) + 2, rows)
     if c1 - c0 < 1 or r1 - r0 < 1:
         return
-    mask = _fill(pts - [c0, r0], (r1 - r0, c1 - c0))
+    mask = polygon_mask(pts - [c0, r0], (r1 - r0, c1 - c0))
     if not mask.any():
         return
-    # Distances are measured to the outside of the outline, including beyond the crop edge.
-    padded = np.pad(mask, 1, constant_values=False)
-    full_r = r0 == 0 or r1 == rows
-    full_c = c0 == 0 or c1 == cols
-    if full_r or full_c:
-        padded = np.pad(mask, 1, mode="edge")
+    # Depth is measured to the outline; where the crop meets the image edge the structure
+    # runs on beyond it, so the edge must not count as outline.
+    at_edge = r0 == 0 or c0 == 0 or r1 == rows or c1 == cols
+    padded = np.pad(mask, 1, mode="edge") if at_edge else np.pad(mask, 1)
     d = distance_transform_edt(padded)[1:-1, 1:-1] * spacing - 0.5 * spacing
     d = np.maximum(d, 0.0)
     if s.shell > 0:
@@ -85,14 +83,6 @@ def _add_structure(
     else:
         value = s.mu * _chord(d, s.depth, s.radius)
     acc[r0:r1, c0:c1] += np.where(mask, value, 0.0)
-
-
-def _fill(pts: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.bool_]:
-    """Pixels whose centre lies inside the polygon (pts in corner-origin pixel units)."""
-    canvas = Image.new("1", (shape[1], shape[0]), 0)
-    # PIL samples pixel (i, j) at integer coordinates; our centres sit at +0.5.
-    ImageDraw.Draw(canvas).polygon([(x - 0.5, y - 0.5) for x, y in pts], fill=1)
-    return np.array(canvas, dtype=bool)
 
 
 def _texture(
@@ -144,14 +134,14 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
         else:
             _add_structure(fine, s, spacing_mm, rng)
     # Air-filled structures subtract tissue; nothing attenuates less than empty space.
-    attenuation = np.maximum(fine + _upsample(coarse, shape), 0.0)
+    attenuation = np.maximum(fine + _resample(coarse, shape), 0.0)
 
     ex = scene.exposure
     letter, mx, my, msize = scene.marker
     burned_in = bool(rng.random() < 0.3)
     marker = _marker_mask(letter, mx, my, msize, spacing_mm, shape)
     if not burned_in:
-        attenuation = attenuation + _LEAD * marker
+        attenuation[marker] += _LEAD
 
     # X-ray field: heel effect along a random anode-cathode axis, collimated outside a box
     # whose edges have a ~1 mm penumbra.
@@ -174,7 +164,7 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
     primary = photons * field * np.exp(-attenuation)
     small = _downsample(primary, coarse_shape)
     scatter = ex["scatter_fraction"] * gaussian_filter(small, 25.0 / coarse_spacing)
-    expected = primary + _upsample(scatter, shape)
+    expected = primary + _resample(scatter, shape)
     counts = rng.poisson(expected).astype(np.float64)
     blur = ex["blur_mm"] / spacing_mm
     if blur >= 0.3:
@@ -183,7 +173,7 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
 
     # Processing for presentation: log, then compress the large-scale dynamic range.
     log_image = -np.log(np.maximum(counts, 0.5) / photons)
-    low = _upsample(
+    low = _resample(
         gaussian_filter(_downsample(log_image, coarse_shape), 15.0 / coarse_spacing), shape
     )
     processed = log_image - ex["equalisation"] * (low - float(np.median(low)))
@@ -197,24 +187,19 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
     )
 
 
-def _upsample(img: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.float64]:
+def _resample(img: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.float64]:
+    """Linear resampling onto ``shape``, exactly that shape whatever zoom rounds to."""
     if img.shape == shape:
         return img
     factors = (shape[0] / img.shape[0], shape[1] / img.shape[1])
-    out = zoom(img, factors, order=1, mode="nearest", grid_mode=True)
-    return _fit(out, shape)
+    img = zoom(img, factors, order=1, mode="nearest", grid_mode=True)[: shape[0], : shape[1]]
+    pad = ((0, shape[0] - img.shape[0]), (0, shape[1] - img.shape[1]))
+    return np.pad(img, pad, mode="edge") if any(p[1] for p in pad) else img
 
 
 def _downsample(img: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.float64]:
+    """Smooth away what the coarser grid cannot hold, then resample onto it."""
     if img.shape == shape:
         return img
-    factors = (shape[0] / img.shape[0], shape[1] / img.shape[1])
-    smoothed = gaussian_filter(img, (0.5 / factors[0], 0.5 / factors[1]))
-    return _fit(zoom(smoothed, factors, order=1, mode="nearest", grid_mode=True), shape)
-
-
-def _fit(img: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.float64]:
-    """Crop or edge-pad by a pixel so rounding in zoom never changes the grid."""
-    img = img[: shape[0], : shape[1]]
-    pad = ((0, shape[0] - img.shape[0]), (0, shape[1] - img.shape[1]))
-    return np.pad(img, pad, mode="edge") if any(p[1] for p in pad) else img
+    sigma = (0.5 * img.shape[0] / shape[0], 0.5 * img.shape[1] / shape[1])
+    return _resample(gaussian_filter(img, sigma), shape)
