@@ -215,6 +215,7 @@ class _Placed:
     fracture: str | None
     osteophytes: bool
     narrowed: bool
+    disc_below: float  # mm between this body and the next
 
     @property
     def normal(self) -> NDArray[np.float64]:
@@ -333,11 +334,7 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
         else:
             prev = placed[-1]
             prev_h = max(prev.shape.h_ant, prev.shape.h_post)
-            step = (
-                prev_h / 2
-                + DIMENSIONS[prev.label][2] * scale * (0.45 if prev.narrowed else 1.0)
-                + height / 2
-            )
+            step = prev_h / 2 + prev.disc_below + height / 2
             centre = prev.centre + prev.tangent * step
             theta += _curvature(label, k) * step
         tilt = theta + rng.normal(0.0, 0.03)
@@ -354,6 +351,7 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
                 fracture=fracture,
                 osteophytes=kind == "normal" and rng.random() < 0.15,
                 narrowed=narrowed,
+                disc_below=disc,
             )
         )
     return placed
