@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ImageReadError", "PacsnodeError", "ReadFailure"]
+__all__ = ["ImageReadError", "ModelError", "PacsnodeError", "ReadFailure"]
 
 
 class PacsnodeError(Exception):
@@ -46,3 +46,7 @@ class ImageReadError(PacsnodeError):
 
     def __str__(self) -> str:
         return f"{self.args[0]} [{self.reason.value}]"
+
+
+class ModelError(PacsnodeError):
+    """Model weights that are missing, altered, or do not fit the network they are meant for."""

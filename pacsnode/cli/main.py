@@ -69,7 +69,101 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     ph.add_argument("--quiet", action="store_true", help="no progress bar")
     ph.set_defaults(func=_cmd_phantom)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train a network of the analysis stack")
+    what = tr.add_subparsers(dest="model", metavar="MODEL")
+    what.required = True
+    lo = what.add_parser(
+        "localiser",
+        help="the low-resolution spine localiser (region-aware loss paper)",
+        description=(
+            "Train a spine localiser on phantoms or on a folder of annotated films. Writes "
+            "checkpoints after every epoch (--resume continues), and at the end "
+            "localiser.safetensors with its manifest localiser.json in --out."
+        ),
+    )
+    lo.add_argument("--arch", choices=["fcn", "deconvnet", "unet"], required=True)
+    lo.add_argument(
+        "--region-aware", action="store_true", help="add the region-aware term (the -R variant)"
+    )
+    lo.add_argument("--region-weight", type=float, default=1.0, help="weight of the term (1)")
+    lo.add_argument(
+        "--data",
+        default="phantoms",
+        help="'phantoms' (default) or a folder of films with <name>.json outlines or "
+        "<name>.mask.png masks",
+    )
+    lo.add_argument("--val-data", type=Path, help="validation folder (with --data DIR)")
+    lo.add_argument("--train-seed", type=_int_at_least(0), default=1000, help="phantom seed")
+    lo.add_argument("--n-train", type=_int_at_least(10), default=2000, help="phantom films")
+    lo.add_argument("--val-seed", type=_int_at_least(0), default=2000, help="phantom seed")
+    lo.add_argument("--n-val", type=_int_at_least(1), default=100, help="phantom films")
+    lo.add_argument(
+        "--render-px",
+        type=_int_at_least(100),
+        default=320,
+        help="long side phantoms are rendered at before resizing (320)",
+    )
+    lo.add_argument("--size", type=_int_at_least(8), default=100, help="low-res side (100)")
+    lo.add_argument("--width", type=_int_at_least(1), help="channels of the first level")
+    lo.add_argument("--depth", type=_int_at_least(1), help="UNet poolings")
+    lo.add_argument("--epochs", type=_int_at_least(1), default=30)
+    lo.add_argument("--batch-size", type=_int_at_least(1), default=10)
+    lo.add_argument("--lr", type=float, default=2e-3, help="RMSprop learning rate (2e-3)")
+    lo.add_argument("--seed", type=_int_at_least(0), default=0, help="initialisation seed")
+    lo.add_argument("--threads", type=_int_at_least(1), help="torch CPU threads")
+    lo.add_argument("--workers", type=_int_at_least(1), default=1, help="phantom processes")
+    lo.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    lo.add_argument("--out", type=Path, required=True, help="run folder")
+    lo.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    lo.add_argument("--quiet", action="store_true", help="no progress bars")
+    lo.set_defaults(func=_cmd_train_localiser)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("evaluate", help="measure trained networks on held-out films")
+    what = ev.add_subparsers(dest="model", metavar="MODEL")
+    what.required = True
+    lo = what.add_parser(
+        "localiser",
+        help="Table 1 of the localisation paper for one or more localisers",
+        description=(
+            "Score localisers on held-out phantoms (seeds disjoint from training, checked "
+            "against each manifest) or on a folder of annotated films, and write the table "
+            "as JSON and Markdown."
+        ),
+    )
+    lo.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        help="run folders or .safetensors files; names come from the manifests",
+    )
+    lo.add_argument("--data", default="phantoms", help="'phantoms' (default) or a folder")
+    lo.add_argument("--test-seed", type=_int_at_least(0), default=9000)
+    lo.add_argument("--n-test", type=_int_at_least(2), default=100)
+    lo.add_argument("--workers", type=_int_at_least(1), default=1, help="phantom processes")
+    lo.add_argument(
+        "--out", type=Path, required=True, help="output prefix: writes PREFIX.json and PREFIX.md"
+    )
+    lo.add_argument(
+        "--record",
+        action="store_true",
+        help="write the figures (and a regression subset) into each manifest",
+    )
+    lo.add_argument(
+        "--regression-n",
+        type=_int_at_least(2),
+        default=6,
+        help="films of the regression subset recorded with --record (6)",
+    )
+    lo.add_argument("--quiet", action="store_true", help="no progress bar")
+    lo.set_defaults(func=_cmd_evaluate_localiser)
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
@@ -116,10 +210,185 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_train_localiser(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pacsnode.training.localiser.data import folder_set, phantom_set
+    from pacsnode.training.localiser.train import TrainConfig, train_localiser
+
+    def films(it, total):
+        return tqdm(
+            it, total=total, desc="phantoms", unit="film", disable=args.quiet, file=sys.stderr
+        )
+
+    if args.data == "phantoms":
+        if args.train_seed == args.val_seed:
+            raise PacsnodeError("--train-seed and --val-seed must differ")
+        common = {
+            "size": args.size,
+            "render_px": args.render_px,
+            "workers": args.workers,
+            "progress": films,
+        }
+        train = phantom_set(args.train_seed, args.n_train, **common)
+        val = phantom_set(args.val_seed, args.n_val, **common)
+        data = {
+            "source": "phantoms",
+            "train_seed": args.train_seed,
+            "n_train": args.n_train,
+            "val_seed": args.val_seed,
+            "n_val": args.n_val,
+            "render_px": args.render_px,
+        }
+    else:
+        folder = Path(args.data)
+        if args.val_data is None:
+            raise PacsnodeError("--data DIR needs --val-data DIR2 (films not used to train)")
+        train, val = folder_set(folder, size=args.size), folder_set(args.val_data, size=args.size)
+        overlap = set(train.names) & set(val.names)
+        if overlap:
+            raise PacsnodeError(f"films in both training and validation: {sorted(overlap)[:5]}")
+        data = {
+            "source": "folder",
+            "train": str(folder.resolve()),
+            "n_train": len(train),
+            "val": str(args.val_data.resolve()),
+            "n_val": len(val),
+        }
+    cfg = TrainConfig(
+        arch=args.arch,
+        region_aware=args.region_aware,
+        out=args.out,
+        region_weight=args.region_weight,
+        width=args.width,
+        depth=args.depth,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+        data=data,
+        command="pacsnode " + " ".join(args.argv),
+    )
+
+    def bar(total: int, desc: str):
+        return tqdm(
+            total=total, desc=desc, unit="batch", disable=args.quiet, file=sys.stderr, leave=False
+        )
+
+    result = train_localiser(cfg, train, val, resume=args.resume, progress=bar)
+    print(
+        f"wrote {result.weights} (best epoch {result.best_epoch}, validation Dice "
+        f"{result.best_val_dice:.4f}, {result.seconds:.0f} s of training)"
+    )
+    return EXIT_OK
+
+
+def _cmd_evaluate_localiser(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pacsnode.analysis.localise import Localiser
+    from pacsnode.training.localiser.evaluate import (
+        dump,
+        evaluate_localisers,
+        folder_films,
+        markdown_table,
+        phantom_films,
+    )
+
+    models = {}
+    paths = {}
+    for p in args.models:
+        path = p / "localiser.safetensors" if p.is_dir() else p
+        loc = Localiser.load(path)
+        name = loc.manifest.get("name", path.stem)
+        if name in models:
+            raise PacsnodeError(f"two models are both named {name!r}: {paths[name]} and {path}")
+        data = loc.manifest.get("training", {}).get("data", {})
+        if args.data == "phantoms" and args.test_seed in (
+            data.get("train_seed"),
+            data.get("val_seed"),
+        ):
+            raise PacsnodeError(
+                f"{path} was trained or validated on phantom seed {args.test_seed}; "
+                "choose a held-out --test-seed"
+            )
+        models[name], paths[name] = loc, path
+    if args.data == "phantoms":
+        films = phantom_films(args.test_seed, args.n_test, workers=args.workers)
+        total, source = (
+            args.n_test,
+            {"source": "phantoms", "test_seed": args.test_seed, "n_test": args.n_test},
+        )
+    else:
+        films = folder_films(Path(args.data))
+        total, source = None, {"source": "folder", "test": str(Path(args.data).resolve())}
+
+    def bar(it):
+        return tqdm(
+            it, total=total, desc="test films", unit="film", disable=args.quiet, file=sys.stderr
+        )
+
+    results = evaluate_localisers(models, films, progress=bar)
+    results["data"] = source
+    results["models"] = {
+        n: {
+            "file": str(paths[n]),
+            "sha256": m.manifest.get("sha256"),
+            "parameters": m.manifest.get("parameters"),
+            "network": m.manifest.get("network"),
+        }
+        for n, m in models.items()
+    }
+    order = [f"{a}{r}" for a in ("fcn", "deconvnet", "unet") for r in ("", "-r")]
+    order += [n for n in models if n not in order]
+    table = markdown_table(results, order)
+    dump(results, args.out.with_suffix(".json"))
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    if args.record:
+        _record_evaluation(results, models, paths, source, args.regression_n)
+    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    return EXIT_OK
+
+
+def _record_evaluation(results, models, paths, source, regression_n) -> None:
+    import numpy as np
+
+    for name, loc in models.items():
+        manifest = dict(loc.manifest)
+        summary = results["summary"][name]
+        first = results["films"][:regression_n]
+        regression = {
+            key: float(np.mean([f["models"][name][lvl][met] for f in first]))
+            for key, (lvl, met) in {
+                "node_sensitivity": ("node", "sensitivity"),
+                "node_specificity": ("node", "specificity"),
+                "lowres_dice": ("lowres", "dice"),
+            }.items()
+        }
+        manifest["evaluation"] = {
+            **source,
+            "figures": summary,
+            "regression": {
+                **{k: v for k, v in source.items() if k != "n_test"},
+                "start": 0,
+                "n": len(first),
+                **regression,
+            },
+        }
+        path = paths[name].with_suffix(".json")
+        path.write_text(json.dumps(manifest, indent=1))
+        print(f"recorded the figures in {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except PacsnodeError as exc:

@@ -9,7 +9,7 @@ from pacsnode.analysis.networks import build_network, parameter_count
 
 # (architecture, overrides, input side, parameter count)
 CASES = [
-    ("fcn", {}, 100, 1_177_026),
+    ("fcn", {}, 100, 1_177_922),
     ("deconvnet", {}, 100, 4_152_892),
     ("unet", {}, 100, 5_906_342),
     ("fcn", {"width": 8}, 64, None),

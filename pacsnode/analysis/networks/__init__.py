@@ -13,7 +13,7 @@ from pacsnode.analysis.networks.unet import UNet
 ARCHITECTURES = {"fcn": ShallowFCN, "deconvnet": DeconvNet, "unet": UNet}
 
 # Widths that put each net near the localisation paper's parameter counts
-# (FCN 1,199,042; DeConvNet 4,104,194; UNet 6,003,842): 1,177,026 / 4,152,892 / 5,906,342.
+# (FCN 1,199,042; DeConvNet 4,104,194; UNet 6,003,842): 1,177,922 / 4,152,892 / 5,906,342.
 PAPER_SIZES: dict[str, dict[str, int]] = {
     "fcn": {"width": 64},
     "deconvnet": {"width": 70},

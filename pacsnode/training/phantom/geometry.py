@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter1d
+from skimage import draw
 
 Polygon = NDArray[np.float64]
 
@@ -39,10 +39,12 @@ def ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: i
 def polygon_mask(pts: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.bool_]:
     """(rows, cols) mask of the pixels whose centre lies inside the polygon ``pts``, given in
     (x, y) pixel units from the top-left corner of the top-left pixel."""
-    canvas = Image.new("1", (shape[1], shape[0]), 0)
-    # PIL samples pixel (i, j) at integer coordinates; our centres sit at +0.5.
-    ImageDraw.Draw(canvas).polygon([(x - 0.5, y - 0.5) for x, y in pts], fill=1)
-    return np.array(canvas, dtype=bool)
+    # scikit-image tests pixel (r, c) at integer coordinates; our centres sit at +0.5. (PIL's
+    # polygon fill, used before, also takes pixels the edge merely touches: half a pixel wide.)
+    rr, cc = draw.polygon(pts[:, 1] - 0.5, pts[:, 0] - 0.5, shape)
+    mask = np.zeros(shape, dtype=bool)
+    mask[rr, cc] = True
+    return mask
 
 
 def signed_area(poly: Polygon) -> float:

@@ -1,0 +1,144 @@
+"""Stage 1 of the stack: find the spine on a film as one connected region, as the
+region-aware localisation paper does it at low resolution, and map it back onto the film.
+
+A :class:`Localiser` loads its weights once and predicts many films; torch is imported here,
+not by the package, so the admin CLI starts without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from pacsnode.analysis.lowres import (
+    OrientedBox,
+    SquareFrame,
+    label_regions,
+    largest_component,
+    oriented_box,
+)
+from pacsnode.analysis.networks import build_network
+from pacsnode.analysis.weights import load_weights
+from pacsnode.errors import ModelError
+
+__all__ = ["Localisation", "Localiser", "pick_device"]
+
+KIND = "localiser"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or "auto": the first CUDA device when there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Localisation:
+    """Where the spine is on one film.
+
+    Attributes
+    ----------
+    mask
+        (rows, cols) film pixels inside the spine region: the largest predicted region,
+        mapped back (un-resized, un-padded). Empty when nothing was found.
+    box
+        The oriented bounding box of ``mask`` in film pixel (x, y) coordinates, or None.
+    probability
+        (size, size) spine probability of the network in the low-resolution frame.
+    regions
+        How many separate regions the network predicted before the largest was kept.
+    """
+
+    mask: NDArray[np.bool_]
+    box: OrientedBox | None
+    probability: NDArray[np.float32]
+    regions: int
+
+    @property
+    def found(self) -> bool:
+        return self.box is not None
+
+
+class Localiser:
+    """The trained localisation network and the frame geometry it was trained with."""
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        *,
+        size: int,
+        mean: float,
+        std: float,
+        threshold: float = 0.5,
+        manifest: dict[str, Any] | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.device = pick_device(device)
+        self.network = network.to(self.device).eval()
+        self.size = size
+        self.mean = mean
+        self.std = std
+        self.threshold = threshold
+        self.manifest = manifest or {}
+
+    @classmethod
+    def load(cls, path: Path | str, device: str | torch.device | None = None) -> Localiser:
+        """Load ``x.safetensors`` after checking it against ``x.json``."""
+        loaded = load_weights(Path(path), kind=KIND)
+        m = loaded.manifest
+        try:
+            net_cfg = dict(m["network"])
+            arch = net_cfg.pop("arch")
+            network = build_network(arch, **net_cfg)
+            network.load_state_dict(loaded.tensors, strict=True)
+            inp = m["input"]
+            return cls(
+                network,
+                size=int(inp["size"]),
+                mean=float(inp["mean"]),
+                std=float(inp["std"]),
+                threshold=float(m.get("threshold", 0.5)),
+                manifest=m,
+                device=device,
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"{loaded.path}: weights do not fit their manifest: {exc}") from exc
+
+    def describe(self) -> str:
+        net = self.manifest.get("network", {})
+        return f"localiser {json.dumps(net, sort_keys=True)} on {self.device}"
+
+    def probability(self, image: NDArray[np.floating]) -> tuple[SquareFrame, NDArray[np.float32]]:
+        """The low-resolution frame of ``image`` (rows, cols; bone bright in [0, 1]) and the
+        network's (size, size) spine probability in it."""
+        if image.ndim != 2:
+            raise ValueError(f"a film is 2-D (rows, cols), got shape {image.shape}")
+        frame = SquareFrame(int(image.shape[0]), int(image.shape[1]), self.size)
+        x = (frame.to_lowres(image).clamp_(0.0, 1.0) - self.mean) / self.std
+        with torch.inference_mode():
+            scores = self.network(x.to(self.device))
+            prob = scores.softmax(dim=1)[0, 1].float().cpu().numpy()
+        return frame, prob
+
+    def predict(self, image: NDArray[np.floating]) -> Localisation:
+        """Localise the spine on one film (rows, cols), bone bright in [0, 1]."""
+        frame, prob = self.probability(image)
+        binary = prob >= self.threshold
+        _, n_regions = label_regions(binary)
+        keep = largest_component(binary)
+        if not keep.any():
+            return Localisation(np.zeros(image.shape, bool), None, prob, 0)
+        # Map the kept region's probabilities (and its one-pixel rim, so the boundary is
+        # interpolated, not cut) back to the film; other regions are dropped first.
+        rim = ndimage.binary_dilation(keep, structure=np.ones((3, 3), bool))
+        masked = np.where(rim, prob, 0.0).astype(np.float32)
+        mask = frame.to_film(masked) >= self.threshold
+        return Localisation(mask, oriented_box(mask), prob, n_regions)
