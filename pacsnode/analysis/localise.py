@@ -28,7 +28,7 @@ from pacsnode.analysis.networks import build_network
 from pacsnode.analysis.weights import load_weights
 from pacsnode.errors import ModelError
 
-__all__ = ["Localisation", "Localiser", "pick_device"]
+__all__ = ["Localisation", "Localiser", "pick_device", "region_from_probability"]
 
 KIND = "localiser"
 
@@ -131,14 +131,28 @@ class Localiser:
     def predict(self, image: NDArray[np.floating]) -> Localisation:
         """Localise the spine on one film (rows, cols), bone bright in [0, 1]."""
         frame, prob = self.probability(image)
-        binary = prob >= self.threshold
-        _, n_regions = label_regions(binary)
-        keep = largest_component(binary)
-        if not keep.any():
-            return Localisation(np.zeros(image.shape, bool), None, prob, 0)
-        # Map the kept region's probabilities (and its one-pixel rim, so the boundary is
-        # interpolated, not cut) back to the film; other regions are dropped first.
-        rim = ndimage.binary_dilation(keep, structure=np.ones((3, 3), bool))
-        masked = np.where(rim, prob, 0.0).astype(np.float32)
-        mask = frame.to_film(masked) >= self.threshold
-        return Localisation(mask, oriented_box(mask), prob, n_regions)
+        return region_from_probability(frame, prob, self.threshold)
+
+
+def region_from_probability(
+    frame: SquareFrame, prob: NDArray[np.float32], threshold: float
+) -> Localisation:
+    """Threshold a low-resolution probability map, keep its largest region, and map that
+    back onto the film of ``frame``."""
+    binary = prob >= threshold
+    _, n_regions = label_regions(binary)
+    keep = largest_component(binary)
+    if not keep.any():
+        return Localisation(np.zeros((frame.rows, frame.cols), bool), None, prob, 0)
+    # Map the kept region's probabilities (and its one-pixel rim, so the boundary is
+    # interpolated, not cut) back to the film; other regions are dropped first. Only the
+    # film window the region can reach is computed.
+    rim = ndimage.binary_dilation(keep, structure=np.ones((3, 3), bool))
+    masked = np.where(rim, prob, 0.0).astype(np.float32)
+    rr, cc = np.nonzero(rim)
+    r0, r1, c0, c1 = frame.film_window((rr.min(), rr.max() + 1, cc.min(), cc.max() + 1))
+    part = frame.to_film(masked, (r0, r1, c0, c1)) >= threshold
+    mask = np.zeros((frame.rows, frame.cols), dtype=bool)
+    mask[r0:r1, c0:c1] = part
+    box = oriented_box(part)
+    return Localisation(mask, box and box.translated(c0, r0), prob, n_regions)

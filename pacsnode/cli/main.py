@@ -71,7 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     ph.set_defaults(func=_cmd_phantom)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_calibrate(sub)
     return parser
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    ca = sub.add_parser("calibrate", help="choose operating thresholds on validation films")
+    what = ca.add_subparsers(dest="model", metavar="MODEL")
+    what.required = True
+    lo = what.add_parser(
+        "localiser",
+        help="the localiser's probability threshold",
+        description=(
+            "Sweep the probability threshold (0.10 to 0.90) of each localiser on full-"
+            "resolution validation films (the phantom validation seed of its manifest, or "
+            "--data DIR), keep the one with the best mean sensitivity + specificity of the "
+            "node's output, and write it into the manifest."
+        ),
+    )
+    lo.add_argument("models", nargs="+", type=Path, help="run folders or .safetensors files")
+    lo.add_argument("--data", default="phantoms", help="'phantoms' (default) or a folder")
+    lo.add_argument("--n", type=_int_at_least(1), default=60, help="validation phantoms (60)")
+    lo.add_argument("--workers", type=_int_at_least(1), default=1, help="phantom processes")
+    lo.add_argument("--quiet", action="store_true", help="no progress bar")
+    lo.set_defaults(func=_cmd_calibrate_localiser)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -286,10 +309,60 @@ def _cmd_train_localiser(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_localisers(paths: Sequence[Path]) -> tuple[dict, dict]:
+    from pacsnode.analysis.localise import Localiser
+
+    models, where = {}, {}
+    for p in paths:
+        path = p / "localiser.safetensors" if p.is_dir() else p
+        loc = Localiser.load(path)
+        name = loc.manifest.get("name", path.stem)
+        if name in models:
+            raise PacsnodeError(f"two models are both named {name!r}: {where[name]} and {path}")
+        models[name], where[name] = loc, path
+    return models, where
+
+
+def _cmd_calibrate_localiser(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pacsnode.training.localiser.evaluate import (
+        calibrate_thresholds,
+        folder_films,
+        phantom_films,
+    )
+
+    models, paths = _load_localisers(args.models)
+    if args.data == "phantoms":
+        seeds = {m.manifest.get("training", {}).get("data", {}).get("val_seed") for m in
+                 models.values()}
+        if len(seeds) != 1 or None in seeds:
+            raise PacsnodeError(f"the models do not share one phantom validation seed: {seeds}")
+        seed = seeds.pop()
+        films = phantom_films(seed, args.n, workers=args.workers)
+        total, source = args.n, f"phantoms seed {seed}, cases 0-{args.n - 1}, detector resolution"
+    else:
+        films = folder_films(Path(args.data))
+        total, source = None, str(Path(args.data).resolve())
+    bar = tqdm(films, total=total, desc="validation films", unit="film", disable=args.quiet,
+               file=sys.stderr)
+    chosen = calibrate_thresholds(models, bar)
+    for name, result in chosen.items():
+        manifest = dict(models[name].manifest)
+        manifest["threshold"] = result["threshold"]
+        manifest["calibration"] = {"data": source, **result}
+        path = paths[name].with_suffix(".json")
+        path.write_text(json.dumps(manifest, indent=1))
+        best = next(s for s in result["sweep"] if s["threshold"] == result["threshold"])
+        print(f"{name}: threshold {result['threshold']:.2f} (validation sensitivity "
+              f"{100 * best['sensitivity']:.1f} %, specificity {100 * best['specificity']:.1f} %)"
+              f" -> {path}")
+    return EXIT_OK
+
+
 def _cmd_evaluate_localiser(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pacsnode.analysis.localise import Localiser
     from pacsnode.training.localiser.evaluate import (
         dump,
         evaluate_localisers,
@@ -298,24 +371,17 @@ def _cmd_evaluate_localiser(args: argparse.Namespace) -> int:
         phantom_films,
     )
 
-    models = {}
-    paths = {}
-    for p in args.models:
-        path = p / "localiser.safetensors" if p.is_dir() else p
-        loc = Localiser.load(path)
-        name = loc.manifest.get("name", path.stem)
-        if name in models:
-            raise PacsnodeError(f"two models are both named {name!r}: {paths[name]} and {path}")
+    models, paths = _load_localisers(args.models)
+    for name, loc in models.items():
         data = loc.manifest.get("training", {}).get("data", {})
         if args.data == "phantoms" and args.test_seed in (
             data.get("train_seed"),
             data.get("val_seed"),
         ):
             raise PacsnodeError(
-                f"{path} was trained or validated on phantom seed {args.test_seed}; "
+                f"{paths[name]} was trained or validated on phantom seed {args.test_seed}; "
                 "choose a held-out --test-seed"
             )
-        models[name], paths[name] = loc, path
     if args.data == "phantoms":
         films = phantom_films(args.test_seed, args.n_test, workers=args.workers)
         total, source = (

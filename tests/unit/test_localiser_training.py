@@ -366,3 +366,22 @@ def test_evaluate_writes_table_one_with_paired_tests(tmp_path, capsys, tiny_sets
     assert results["t_tests"]["fcn-r"]["node_sensitivity"]["versus"] == "fcn"
     table = prefix.with_suffix(".md").read_text()
     assert "| FCN |" in table and "| FCN-R |" in table
+
+
+def test_calibrate_writes_a_swept_threshold_into_the_manifest(tmp_path, capsys, trained):
+    run = tmp_path / "run"
+    run.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (run / f"localiser{suffix}").write_bytes(trained.weights.with_suffix(suffix).read_bytes())
+    films = tmp_path / "films"
+    films.mkdir()
+    for n in "uv":
+        _png_film(films, n)
+    code = main(["calibrate", "localiser", str(run), "--data", str(films), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((run / "localiser.json").read_text())
+    sweep = manifest["calibration"]["sweep"]
+    assert len(sweep) == 17 and manifest["calibration"]["films"] == 2
+    youden = [s["sensitivity"] + s["specificity"] for s in sweep]
+    assert manifest["threshold"] == sweep[int(np.argmax(youden))]["threshold"]
+    assert Localiser.load(run / "localiser.safetensors").threshold == manifest["threshold"]

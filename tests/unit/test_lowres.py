@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from pacsnode.analysis.lowres import SquareFrame, largest_component, oriented_box
 
@@ -80,3 +82,35 @@ def test_oriented_box_diagonal() -> None:
     assert box.angle_deg == pytest.approx(45.0, abs=1.0)
     assert box.length > 200 and box.width < 15
     assert oriented_box(np.zeros((4, 4), dtype=bool)) is None
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(2500, 2000), (333, 1000), (400, 400)])
+def test_resize_matches_torch_on_the_padded_square(rows: int, cols: int) -> None:
+    frame = SquareFrame(rows, cols, 100)
+    image = torch.rand(rows, cols, generator=torch.Generator().manual_seed(rows))
+    r0, c0 = frame.offset
+    padded = F.pad(image[None, None], (c0, frame.side - cols - c0, r0, frame.side - rows - r0))
+    expected = F.interpolate(
+        padded, size=(100, 100), mode="bicubic", antialias=True, align_corners=False
+    )
+    torch.testing.assert_close(frame.to_lowres(image), expected, rtol=0, atol=2e-6)
+    low = torch.rand(100, 100, generator=torch.Generator().manual_seed(cols))
+    up = F.interpolate(low[None, None], size=(frame.side,) * 2, mode="bilinear")[0, 0]
+    np.testing.assert_allclose(
+        frame.to_film(low), up[r0 : r0 + rows, c0 : c0 + cols].numpy(), rtol=0, atol=2e-6
+    )
+
+
+def test_film_window_holds_everything_a_lowres_box_maps_to() -> None:
+    frame = SquareFrame(1500, 1000, 100)
+    low = np.zeros((100, 100), np.float32)
+    low[30:61, 40:52] = np.random.default_rng(1).random((31, 12))
+    full = frame.to_film(low)
+    r0, r1, c0, c1 = frame.film_window((30, 61, 40, 52))
+    outside = full.copy()
+    outside[r0:r1, c0:c1] = 0
+    assert not outside.any()
+    np.testing.assert_array_equal(frame.to_film(low, (r0, r1, c0, c1)), full[r0:r1, c0:c1])
+    box = oriented_box(full > 0.5)
+    part = oriented_box(full[r0:r1, c0:c1] > 0.5).translated(c0, r0)
+    np.testing.assert_allclose(part.corners, box.corners, atol=1e-6)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pacsnode.analysis.localise import Localiser
+from pacsnode.analysis.localise import Localiser, region_from_probability
 from pacsnode.training.localiser.data import (
     DataError,
     film_pairs,
@@ -31,7 +31,9 @@ from pacsnode.training.metrics import ConfusionCounts, paired_t_test
 
 __all__ = [
     "METRICS",
+    "THRESHOLDS",
     "EvalFilm",
+    "calibrate_thresholds",
     "evaluate_localisers",
     "folder_films",
     "markdown_table",
@@ -104,7 +106,7 @@ def score_film(localiser: Localiser, film: EvalFilm) -> dict[str, Any]:
     raw = prob >= localiser.threshold
     lowres_truth = frame.mask_to_lowres(film.mask)
     mapped = frame.to_film(prob) >= localiser.threshold
-    node = localiser.predict(film.image)
+    node = region_from_probability(frame, prob, localiser.threshold)
     orig = _counts(mapped, film.mask)
     kept = _counts(node.mask, film.mask)
     return {
@@ -113,6 +115,48 @@ def score_film(localiser: Localiser, film: EvalFilm) -> dict[str, Any]:
         "node": {k: kept[k] for k in ("sensitivity", "specificity")},
         "regions": node.regions,
     }
+
+
+THRESHOLDS = tuple(round(0.1 + 0.05 * k, 2) for k in range(17))  # 0.10 .. 0.90
+
+
+def calibrate_thresholds(
+    models: dict[str, Localiser],
+    films: Iterator[EvalFilm],
+    *,
+    progress: Callable[[Iterator[EvalFilm]], Iterator[EvalFilm]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """For each model, the probability threshold that maximises the mean Youden index
+    (sensitivity + specificity - 1) of the node's output (largest region, mapped back) on
+    ``films``, which must be validation films, never the test set. Returns per model the
+    chosen threshold and the whole sweep."""
+    sums = {name: np.zeros((len(THRESHOLDS), 2)) for name in models}
+    n = 0
+    for film in progress(films) if progress else films:
+        n += 1
+        for name, loc in models.items():
+            frame, prob = loc.probability(film.image)
+            for k, t in enumerate(THRESHOLDS):
+                c = ConfusionCounts.from_masks(
+                    region_from_probability(frame, prob, t).mask, film.mask
+                )
+                sums[name][k] += (c.sensitivity, c.specificity)
+    if n == 0:
+        raise DataError("no calibration films")
+    out = {}
+    for name, total in sums.items():
+        mean = total / n
+        best = int(np.argmax(mean[:, 0] + mean[:, 1]))
+        out[name] = {
+            "threshold": THRESHOLDS[best],
+            "criterion": "max mean Youden index of the node output",
+            "films": n,
+            "sweep": [
+                {"threshold": t, "sensitivity": float(a), "specificity": float(b)}
+                for t, (a, b) in zip(THRESHOLDS, mean, strict=True)
+            ],
+        }
+    return out
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
