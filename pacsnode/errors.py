@@ -7,8 +7,17 @@ network and CLI boundaries can map them to DIMSE statuses and exit codes in one 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["ImageReadError", "ModelError", "PacsnodeError", "ReadFailure"]
+__all__ = [
+    "ConfigError",
+    "ImageReadError",
+    "JobStateError",
+    "ModelError",
+    "PacsnodeError",
+    "ReadFailure",
+]
 
 
 class PacsnodeError(Exception):
@@ -50,3 +59,33 @@ class ImageReadError(PacsnodeError):
 
 class ModelError(PacsnodeError):
     """Model weights that are missing, altered, or do not fit the network they are meant for."""
+
+
+class ConfigError(PacsnodeError):
+    """The node's configuration cannot be used; every mistake found is listed at once.
+
+    Parameters
+    ----------
+    problems
+        One ``section.key: problem`` line per mistake, in the order found.
+    source
+        The configuration file read, or None when only the defaults and the
+        environment were.
+    """
+
+    def __init__(self, problems: Sequence[str], source: Path | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f" in {source}" if source is not None else ""
+        count = len(self.problems)
+        noun = "mistake" if count == 1 else "mistakes"
+        lines = "".join(f"\n  {problem}" for problem in self.problems)
+        super().__init__(f"{count} configuration {noun}{where}:{lines}")
+
+
+class JobStateError(PacsnodeError):
+    """A job or delivery is missing, or not in a state the requested change allows.
+
+    A worker sees this when its lease was lost to another worker; an administrator
+    when, say, retrying a job that is still running.
+    """

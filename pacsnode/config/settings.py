@@ -1,0 +1,834 @@
+"""The node's typed settings: embedded defaults, then a TOML file, then the environment.
+
+Everything is validated at start-up and every mistake is reported at once in one
+:class:`~pacsnode.errors.ConfigError`, a ``section.key: problem`` line each.
+
+Environment overrides are named ``PACSNODE_<SECTION>__<KEY>`` (two underscores between
+section and key, any case), e.g. ``PACSNODE_NODE__PORT=11113`` or
+``PACSNODE_DATABASE__URL=postgresql+psycopg://pacsnode@db/pacsnode``. Lists are
+comma-separated (``PACSNODE_FILTER__MODALITIES=DX,CR``, empty for an empty list).
+Destinations are addressed by their 0-based position in the file,
+``PACSNODE_DESTINATIONS__0__HOST=pacs2``; the next free position adds one. Names with no
+double underscore, such as ``PACSNODE_CACHE``, are not settings and are left alone; a
+double-underscore name that matches no setting is an error, like an unknown key in the
+file.
+
+Relative paths from the file, and the default paths, resolve against the file's
+directory (the working directory when there is no file); relative paths from the
+environment resolve against the working directory.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from pacsnode.errors import ConfigError
+
+__all__ = [
+    "CR_IMAGE_STORAGE",
+    "DEFAULTS",
+    "DX_FOR_PRESENTATION_STORAGE",
+    "DX_FOR_PROCESSING_STORAGE",
+    "ENV_PREFIX",
+    "SECONDARY_CAPTURE_STORAGE",
+    "AnalysisSettings",
+    "DatabaseSettings",
+    "Destination",
+    "FilterSettings",
+    "IPNetwork",
+    "NodeSettings",
+    "SecuritySettings",
+    "Settings",
+    "StorageSettings",
+    "Unmatched",
+    "WorkerSettings",
+    "load_settings",
+]
+
+ENV_PREFIX: Final = "PACSNODE_"
+
+DX_FOR_PRESENTATION_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1.1"
+DX_FOR_PROCESSING_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1.1.1"
+CR_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1"
+SECONDARY_CAPTURE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.7"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Unmatched(enum.Enum):
+    """What the node does with a film its filter does not select for analysis."""
+
+    STORE = "store"
+    """Accept it, keep it in the spool, analyse nothing (audited as ignored)."""
+    REFUSE = "refuse"
+    """Answer the C-STORE with a failure status and keep nothing."""
+
+
+# The single source of the defaults; config/pacsnode.toml writes the same values out.
+# storage.spool_dir and database.url are absent on purpose: they follow data_dir.
+DEFAULTS: Final[Mapping[str, Any]] = {
+    "node": {
+        "ae_title": "PACSNODE",
+        "host": "0.0.0.0",
+        "port": 11112,
+        "max_associations": 10,
+    },
+    "storage": {
+        "data_dir": "./data",
+        "min_free_mb": 1024,
+    },
+    "database": {},
+    "destinations": [],
+    "security": {
+        "allowed_calling_aets": [],
+        "allowed_hosts": [],
+    },
+    "worker": {
+        "concurrency": 1,
+        "max_attempts": 3,
+        "lease_seconds": 300.0,
+        "backoff_base_seconds": 30.0,
+        "backoff_max_seconds": 1800.0,
+        "delivery_max_attempts": 30,
+        "delivery_backoff_base_seconds": 60.0,
+        "delivery_backoff_max_seconds": 3600.0,
+    },
+    "analysis": {
+        "device": "cpu",
+        "models_dir": "./models",
+    },
+    "filter": {
+        "modalities": ["DX", "CR"],
+        "body_parts": [],
+        "view_positions": [],
+        "sop_classes": [
+            DX_FOR_PRESENTATION_STORAGE,
+            DX_FOR_PROCESSING_STORAGE,
+            CR_IMAGE_STORAGE,
+            SECONDARY_CAPTURE_STORAGE,
+        ],
+        "unmatched": "store",
+    },
+}
+
+SPOOL_SUBDIR: Final = "spool"
+DATABASE_FILE: Final = "pacsnode.db"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """The listening side of the node.
+
+    Attributes
+    ----------
+    ae_title
+        Our Application Entity title, at most 16 characters, spaces trimmed.
+    host
+        Address to listen on; ``0.0.0.0`` listens on every IPv4 interface.
+    port
+        TCP port of the C-STORE listener.
+    max_associations
+        Associations served at once; further ones are rejected as transient.
+    """
+
+    ae_title: str
+    host: str
+    port: int
+    max_associations: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where received files and the node's state live.
+
+    Attributes
+    ----------
+    data_dir
+        Root of the node's state, absolute.
+    spool_dir
+        Received instances wait here for analysis; ``<data_dir>/spool`` unless set.
+    min_free_mb
+        Free space (MiB) below which new instances are refused rather than half-written.
+    """
+
+    data_dir: Path
+    spool_dir: Path
+    min_free_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """The job queue's and audit log's database.
+
+    Attributes
+    ----------
+    url
+        An SQLAlchemy URL; relative SQLite file paths are already made absolute.
+    """
+
+    url: str
+
+    def __repr__(self) -> str:
+        # Keep passwords out of logs and tracebacks that print the settings.
+        return f"DatabaseSettings(url={make_url(self.url).render_as_string()!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A DICOM node that results are sent to with C-STORE.
+
+    Attributes
+    ----------
+    name
+        The node's own name for it, unique, used by the queue and the admin CLI.
+    ae_title
+        The called AE title.
+    host
+        Host name or address.
+    port
+        TCP port.
+    """
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may open an association.
+
+    Attributes
+    ----------
+    allowed_calling_aets
+        Calling AE titles accepted; empty accepts any.
+    allowed_hosts
+        Peer networks accepted (a single address is a /32 or /128); empty accepts any.
+    """
+
+    allowed_calling_aets: tuple[str, ...]
+    allowed_hosts: tuple[IPNetwork, ...]
+
+    def allows_calling_ae(self, ae_title: str) -> bool:
+        """Whether an association from ``ae_title`` may be accepted."""
+        return not self.allowed_calling_aets or ae_title.strip() in self.allowed_calling_aets
+
+    def allows_host(self, address: str) -> bool:
+        """Whether a peer at IP ``address`` may connect; a malformed address may not."""
+        if not self.allowed_hosts:
+            return True
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in self.allowed_hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The analysis worker and its retry schedule; times in seconds.
+
+    Attributes
+    ----------
+    concurrency
+        Films analysed at once.
+    max_attempts
+        Analysis attempts of one film before it is dead-lettered.
+    lease_seconds
+        How long a claimed job stays the worker's without a heartbeat.
+    backoff_base_seconds, backoff_max_seconds
+        Retry delay ceiling after attempt n is ``min(max, base * 2**(n-1))``; the delay
+        is drawn uniformly below it (full jitter).
+    delivery_max_attempts, delivery_backoff_base_seconds, delivery_backoff_max_seconds
+        The same for sending results, on their own schedule, so a PACS outage is ridden
+        out without re-running analysis.
+    """
+
+    concurrency: int
+    max_attempts: int
+    lease_seconds: float
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+    delivery_max_attempts: int
+    delivery_backoff_base_seconds: float
+    delivery_backoff_max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    """The model stack.
+
+    Attributes
+    ----------
+    device
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    models_dir
+        Directory of the weight files, absolute.
+    """
+
+    device: str
+    models_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSettings:
+    """Which received films are analysed; an empty list matches anything.
+
+    Attributes
+    ----------
+    modalities
+        Modality (0008,0060) values, e.g. ``DX``.
+    body_parts
+        Body Part Examined (0018,0015) values, e.g. ``SPINE``.
+    view_positions
+        View Position (0018,5101) values, e.g. ``LL``.
+    sop_classes
+        SOP Class UIDs.
+    unmatched
+        What to do with a film that does not match.
+    """
+
+    modalities: tuple[str, ...]
+    body_parts: tuple[str, ...]
+    view_positions: tuple[str, ...]
+    sop_classes: tuple[str, ...]
+    unmatched: Unmatched
+
+    def matches(
+        self,
+        *,
+        modality: str | None,
+        body_part: str | None,
+        view_position: str | None,
+        sop_class_uid: str,
+    ) -> bool:
+        """Whether a film with these header values is selected for analysis.
+
+        A missing value (None or blank) fails every non-empty rule: a film that does not
+        say it is a spine is not taken for one.
+        """
+        checks = (
+            (self.modalities, modality),
+            (self.body_parts, body_part),
+            (self.view_positions, view_position),
+            (self.sop_classes, sop_class_uid),
+        )
+        for allowed, value in checks:
+            if allowed and (value is None or value.strip().upper() not in allowed):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the node is configured with; built by :func:`load_settings`.
+
+    Attributes
+    ----------
+    source
+        The file read, or None for the defaults; not part of equality, so the same
+        settings from different places compare equal.
+    """
+
+    node: NodeSettings
+    storage: StorageSettings
+    database: DatabaseSettings
+    destinations: tuple[Destination, ...]
+    security: SecuritySettings
+    worker: WorkerSettings
+    analysis: AnalysisSettings
+    filter: FilterSettings
+    source: Path | None = field(default=None, compare=False)
+
+    def destination(self, name: str) -> Destination:
+        """The destination called ``name``.
+
+        Raises
+        ------
+        KeyError
+            When there is none.
+        """
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise KeyError(name)
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, override and validate the node's settings.
+
+    Parameters
+    ----------
+    path
+        A TOML file; None uses the embedded defaults (those of ``config/pacsnode.toml``).
+    environ
+        Where ``PACSNODE_<SECTION>__<KEY>`` overrides are looked up; None reads
+        :data:`os.environ`.
+
+    Raises
+    ------
+    ConfigError
+        Listing every mistake: unreadable file, unknown section or key, wrong type or
+        value.
+    """
+    cwd = Path.cwd()
+    environ = os.environ if environ is None else environ
+    source = None if path is None else Path(os.path.abspath(os.path.expanduser(path)))
+    file_dir = cwd if source is None else source.parent
+    problems: list[str] = []
+
+    tree = _merge_defaults(file_dir)
+    if source is not None:
+        document = _read_toml(source)
+        _merge_document(tree, document, file_dir, problems)
+    _merge_environment(tree, environ, cwd, problems)
+    settings = _build(tree, problems, source)
+    if problems or settings is None:
+        raise ConfigError(problems, source)
+    return settings
+
+
+# --- raw values and where they came from -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """A value before conversion, with what is needed to convert and blame it."""
+
+    value: object
+    base: Path
+    variable: str | None = None
+
+    @property
+    def from_env(self) -> bool:
+        return self.variable is not None
+
+
+class _Invalid(Exception):
+    """A value's problem, without its ``section.key``; the caller adds that."""
+
+
+# A section is key -> raw value; destinations is a list of such sections.
+_Section = dict[str, _Raw]
+_Tree = dict[str, Any]
+
+
+def _merge_defaults(file_dir: Path) -> _Tree:
+    tree: _Tree = {}
+    for name, section in DEFAULTS.items():
+        if isinstance(section, Mapping):
+            tree[name] = {key: _Raw(value, file_dir) for key, value in section.items()}
+        else:
+            tree[name] = [
+                {key: _Raw(value, file_dir) for key, value in entry.items()} for entry in section
+            ]
+    return tree
+
+
+def _read_toml(source: Path) -> Mapping[str, Any]:
+    try:
+        with source.open("rb") as stream:
+            return tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: no such file"], source) from None
+    except OSError as error:
+        raise ConfigError([f"{source}: cannot be read ({error.strerror})"], source) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{source}: not valid TOML ({error})"], source) from None
+
+
+def _merge_document(
+    tree: _Tree, document: Mapping[str, Any], file_dir: Path, problems: list[str]
+) -> None:
+    for name, section in document.items():
+        if name not in _SCHEMA:
+            problems.append(f"{name}: unknown section")
+        elif name == "destinations":
+            if not isinstance(section, list) or not all(isinstance(e, dict) for e in section):
+                problems.append("destinations: expected [[destinations]] tables")
+                continue
+            tree[name] = [
+                {key: _Raw(value, file_dir) for key, value in entry.items()} for entry in section
+            ]
+        elif not isinstance(section, dict):
+            problems.append(f"{name}: expected a [{name}] table, got {_type_name(section)}")
+        else:
+            for key, value in section.items():
+                tree[name][key] = _Raw(value, file_dir)
+
+
+def _merge_environment(
+    tree: _Tree, environ: Mapping[str, str], cwd: Path, problems: list[str]
+) -> None:
+    destination_overrides: dict[int, list[tuple[str, str, str]]] = {}
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        rest = variable[len(ENV_PREFIX) :]
+        if "__" not in rest:
+            continue
+        parts = rest.lower().split("__")
+        section = parts[0]
+        origin = f" (from {variable})"
+        if section == "destinations":
+            if len(parts) != 3 or not parts[1].isdigit():
+                problems.append(
+                    f"destinations: {variable} is not PACSNODE_DESTINATIONS__<N>__<KEY>"
+                )
+                continue
+            overrides = destination_overrides.setdefault(int(parts[1]), [])
+            overrides.append((parts[2], environ[variable], variable))
+        elif section not in _SCHEMA:
+            problems.append(f"{section}: unknown section{origin}")
+        elif len(parts) != 2:
+            problems.append(f"{section}: {variable} is not PACSNODE_<SECTION>__<KEY>")
+        else:
+            tree[section][parts[1]] = _Raw(environ[variable], cwd, variable)
+
+    destinations: list[_Section] = tree["destinations"]
+    for index in sorted(destination_overrides):
+        if index > len(destinations):
+            first = destination_overrides[index][0][2]
+            problems.append(
+                f"destinations[{index}]: no such destination; the next new one is "
+                f"destinations[{len(destinations)}] (from {first})"
+            )
+            continue
+        if index == len(destinations):
+            destinations.append({})
+        for key, text, variable in destination_overrides[index]:
+            destinations[index][key] = _Raw(text, cwd, variable)
+
+
+# --- converters: raw value -> typed value, or _Invalid -------------------------------------
+
+_Converter = Callable[[_Raw], Any]
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _text(raw: _Raw) -> str:
+    if not isinstance(raw.value, str):
+        raise _Invalid(f"expected a string, got {_type_name(raw.value)}")
+    return raw.value
+
+
+def _integer(minimum: int, maximum: int | None = None) -> _Converter:
+    def convert(raw: _Raw) -> int:
+        value = raw.value
+        if raw.from_env:
+            try:
+                value = int(str(value).strip())
+            except ValueError:
+                raise _Invalid(f"{raw.value!r} is not a whole number") from None
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected a whole number, got {_type_name(value)}")
+        if value < minimum or (maximum is not None and value > maximum):
+            limit = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise _Invalid(f"must be {limit}, got {value}")
+        return value
+
+    return convert
+
+
+def _seconds(raw: _Raw) -> float:
+    value = raw.value
+    if raw.from_env:
+        try:
+            value = float(str(value).strip())
+        except ValueError:
+            raise _Invalid(f"{raw.value!r} is not a number of seconds") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected a number of seconds, got {_type_name(value)}")
+    value = float(value)
+    if not value > 0 or value == float("inf"):
+        raise _Invalid(f"must be a positive, finite number of seconds, got {value}")
+    return value
+
+
+def _path(raw: _Raw) -> Path:
+    text = _text(raw).strip()
+    if not text:
+        raise _Invalid("must not be empty")
+    path = Path(text).expanduser()
+    # normpath, not resolve(): "../data" should not depend on where symlinks point.
+    return Path(os.path.normpath(raw.base / path))
+
+
+_AE_FORBIDDEN = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
+
+
+def _ae_title(raw: _Raw) -> str:
+    value = _text(raw)
+    bad = _AE_FORBIDDEN.search(value)
+    if bad:
+        raise _Invalid(
+            f"{value!r} has {bad.group()!r}; AE titles allow printable ASCII except backslash"
+        )
+    # Leading and trailing spaces are not significant in the AE value representation.
+    title = value.strip()
+    if not title:
+        raise _Invalid("must not be empty or all spaces")
+    if len(title) > 16:
+        raise _Invalid(f"{title!r} is {len(title)} characters; AE titles have at most 16")
+    return title
+
+
+def _host(raw: _Raw) -> str:
+    value = _text(raw).strip()
+    if not value or any(c.isspace() for c in value):
+        raise _Invalid(f"{raw.value!r} is not a host name or address")
+    return value
+
+
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")
+
+
+def _code_string(raw: _Raw) -> str:
+    value = _text(raw).strip().upper()
+    if not _CODE_STRING.fullmatch(value):
+        raise _Invalid(
+            f"{raw.value!r} is not a DICOM code string (1-16 of A-Z, 0-9, space, underscore)"
+        )
+    return value
+
+
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def _uid(raw: _Raw) -> str:
+    value = _text(raw).strip()
+    if len(value) > 64 or not _UID.fullmatch(value):
+        raise _Invalid(f"{raw.value!r} is not a DICOM UID")
+    return value
+
+
+def _network(raw: _Raw) -> IPNetwork:
+    value = _text(raw).strip()
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _Invalid(f"{raw.value!r} is not an IP address or network (CIDR)") from None
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def _device(raw: _Raw) -> str:
+    value = _text(raw).strip().lower()
+    if not _DEVICE.fullmatch(value):
+        raise _Invalid(f"{raw.value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
+
+
+def _choice(kind: type[enum.Enum]) -> _Converter:
+    def convert(raw: _Raw) -> enum.Enum:
+        value = _text(raw).strip().lower()
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(repr(member.value) for member in kind)
+            raise _Invalid(f"{raw.value!r} is not one of {allowed}") from None
+
+    return convert
+
+
+def _list_of(item: _Converter) -> _Converter:
+    def convert(raw: _Raw) -> tuple[Any, ...]:
+        if raw.from_env:
+            text = str(raw.value).strip()
+            items: list[object] = [part.strip() for part in text.split(",")] if text else []
+        elif isinstance(raw.value, list):
+            items = raw.value
+        else:
+            raise _Invalid(f"expected a list, got {_type_name(raw.value)}")
+        values = []
+        for number, value in enumerate(items, start=1):
+            try:
+                values.append(item(_Raw(value, raw.base, raw.variable)))
+            except _Invalid as problem:
+                raise _Invalid(f"item {number}: {problem}") from None
+        if len(set(values)) != len(values):
+            raise _Invalid("lists the same value twice")
+        return tuple(values)
+
+    return convert
+
+
+def _database_url(raw: _Raw) -> str:
+    text = _text(raw).strip()
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        # Not echoed: a URL can carry a password.
+        raise _Invalid("not an SQLAlchemy URL (dialect+driver://user:password@host/db)") from None
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise _Invalid(f"unknown database dialect {url.drivername!r}") from None
+    return _absolute_sqlite(url, raw.base).render_as_string(hide_password=False)
+
+
+def _absolute_sqlite(url: URL, base: Path) -> URL:
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:"):
+        return url
+    return url.set(database=os.path.normpath(base / Path(database).expanduser()))
+
+
+# --- the schema: section -> key -> converter -------------------------------------------
+
+_DESTINATION_KEYS: Final[Mapping[str, _Converter]] = {
+    "name": _text,
+    "ae_title": _ae_title,
+    "host": _host,
+    "port": _integer(1, 65535),
+}
+
+_SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
+    "node": {
+        "ae_title": _ae_title,
+        "host": _host,
+        "port": _integer(1, 65535),
+        "max_associations": _integer(1),
+    },
+    "storage": {
+        "data_dir": _path,
+        "spool_dir": _path,
+        "min_free_mb": _integer(0),
+    },
+    "database": {"url": _database_url},
+    "destinations": _DESTINATION_KEYS,
+    "security": {
+        "allowed_calling_aets": _list_of(_ae_title),
+        "allowed_hosts": _list_of(_network),
+    },
+    "worker": {
+        "concurrency": _integer(1),
+        "max_attempts": _integer(1),
+        "lease_seconds": _seconds,
+        "backoff_base_seconds": _seconds,
+        "backoff_max_seconds": _seconds,
+        "delivery_max_attempts": _integer(1),
+        "delivery_backoff_base_seconds": _seconds,
+        "delivery_backoff_max_seconds": _seconds,
+    },
+    "analysis": {
+        "device": _device,
+        "models_dir": _path,
+    },
+    "filter": {
+        "modalities": _list_of(_code_string),
+        "body_parts": _list_of(_code_string),
+        "view_positions": _list_of(_code_string),
+        "sop_classes": _list_of(_uid),
+        "unmatched": _choice(Unmatched),
+    },
+}
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _convert_section(
+    where: str,
+    section: _Section,
+    keys: Mapping[str, _Converter],
+    problems: list[str],
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, raw in section.items():
+        convert = keys.get(key)
+        origin = f" (from {raw.variable})" if raw.variable else ""
+        if convert is None:
+            problems.append(f"{where}.{key}: unknown key{origin}")
+            continue
+        try:
+            values[key] = convert(raw)
+        except _Invalid as problem:
+            problems.append(f"{where}.{key}: {problem}{origin}")
+    return values
+
+
+def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | None:
+    sections = {
+        name: _convert_section(name, tree[name], keys, problems)
+        for name, keys in _SCHEMA.items()
+        if name != "destinations"
+    }
+    destinations = _build_destinations(tree["destinations"], problems)
+    worker = sections["worker"]
+    for prefix in ("", "delivery_"):
+        base, cap = f"{prefix}backoff_base_seconds", f"{prefix}backoff_max_seconds"
+        if base in worker and cap in worker and worker[cap] < worker[base]:
+            problems.append(
+                f"worker.{cap}: must be at least {base} ({worker[base]:g}), got {worker[cap]:g}"
+            )
+    if problems:
+        return None
+
+    storage = sections["storage"]
+    storage.setdefault("spool_dir", storage["data_dir"] / SPOOL_SUBDIR)
+    database = sections["database"]
+    database.setdefault("url", f"sqlite:///{storage['data_dir'] / DATABASE_FILE}")
+    return Settings(
+        node=NodeSettings(**sections["node"]),
+        storage=StorageSettings(**storage),
+        database=DatabaseSettings(**database),
+        destinations=destinations,
+        security=SecuritySettings(**sections["security"]),
+        worker=WorkerSettings(**worker),
+        analysis=AnalysisSettings(**sections["analysis"]),
+        filter=FilterSettings(**sections["filter"]),
+        source=source,
+    )
+
+
+def _build_destinations(
+    entries: Iterable[_Section], problems: list[str]
+) -> tuple[Destination, ...]:
+    destinations = []
+    first_use: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        where = f"destinations[{index}]"
+        values = _convert_section(where, entry, _DESTINATION_KEYS, problems)
+        missing = [key for key in _DESTINATION_KEYS if key not in entry]
+        problems.extend(f"{where}.{key}: missing" for key in missing)
+        name = values.get("name")
+        if name is not None:
+            if not _NAME.fullmatch(name):
+                problems.append(
+                    f"{where}.name: {name!r} is not a name (letters, digits, _ . -; "
+                    "at most 64, starting with a letter or digit)"
+                )
+            elif name.lower() in first_use:
+                problems.append(
+                    f"{where}.name: {name!r} is already used by {first_use[name.lower()]}"
+                )
+            else:
+                first_use[name.lower()] = where
+        if len(values) == len(_DESTINATION_KEYS):
+            destinations.append(Destination(**values))
+    return tuple(destinations)

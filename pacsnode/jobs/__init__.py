@@ -1,0 +1,28 @@
+"""The durable job queue between the C-STORE listener, the analysis worker and the sender.
+
+:class:`JobQueue` hands out immutable :class:`Job` and :class:`Delivery` snapshots.
+"""
+
+from pacsnode.jobs.models import Delivery, DeliveryStatus, Job, JobStatus
+from pacsnode.jobs.queue import (
+    DEFAULT_DELIVERY_POLICY,
+    DEFAULT_JOB_POLICY,
+    Enqueued,
+    JobQueue,
+    Reaped,
+)
+from pacsnode.jobs.retry import RandomSource, RetryPolicy
+
+__all__ = [
+    "DEFAULT_DELIVERY_POLICY",
+    "DEFAULT_JOB_POLICY",
+    "Delivery",
+    "DeliveryStatus",
+    "Enqueued",
+    "Job",
+    "JobQueue",
+    "JobStatus",
+    "RandomSource",
+    "Reaped",
+    "RetryPolicy",
+]

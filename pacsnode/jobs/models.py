@@ -1,0 +1,242 @@
+"""The queue's tables (analysis jobs, result deliveries) and the snapshots callers get.
+
+Rows stay inside the queue; callers get frozen copies, never live ORM objects.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pacsnode.db import Base
+
+__all__ = [
+    "Delivery",
+    "DeliveryRecord",
+    "DeliveryStatus",
+    "Job",
+    "JobRecord",
+    "JobStatus",
+]
+
+_UID = String(64)  # The UI value representation's maximum length.
+
+
+class JobStatus(enum.Enum):
+    """Where an analysis job stands."""
+
+    QUEUED = "queued"
+    """Waiting for a worker."""
+    RUNNING = "running"
+    """Claimed; the worker holds a lease that it must keep renewing."""
+    SUCCEEDED = "succeeded"
+    """Analysed; its results are in the deliveries."""
+    FAILED = "failed"
+    """An attempt failed; waiting until ``not_before`` for the next."""
+    DEAD = "dead"
+    """Out of attempts, or failed for good: the dead letters, for an administrator."""
+    CANCELLED = "cancelled"
+    """Withdrawn by an administrator."""
+
+
+class DeliveryStatus(enum.Enum):
+    """Where the sending of one result object to one destination stands."""
+
+    PENDING = "pending"
+    """Not sent yet (possibly being sent under a lease)."""
+    SENT = "sent"
+    """Accepted by the destination."""
+    FAILED = "failed"
+    """A send failed; waiting until ``not_before`` for the next."""
+    DEAD = "dead"
+    """Out of attempts, or refused for good."""
+
+
+def _status_type(kind: type[enum.Enum]) -> Enum:
+    # Stored as the lower-case values in a VARCHAR with a CHECK, the same on every
+    # backend, rather than as a PostgreSQL ENUM that needs ALTER TYPE to grow.
+    return Enum(
+        kind,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=f"{kind.__name__.lower()}_value",
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+class JobRecord(Base):
+    """One received instance to analyse; one row per SOP Instance UID."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The claim query: due work by status and time.
+        Index("ix_jobs_status_not_before", "status", "not_before"),
+        CheckConstraint("attempts >= 0", name="ck_jobs_attempts"),
+        CheckConstraint("max_attempts >= 1", name="ck_jobs_max_attempts"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(_UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(_UID)
+    sop_class_uid: Mapped[str] = mapped_column(_UID)
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    spool_path: Mapped[str] = mapped_column(String(4096))
+    status: Mapped[JobStatus] = mapped_column(_status_type(JobStatus))
+    attempts: Mapped[int]
+    max_attempts: Mapped[int]
+    not_before: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class DeliveryRecord(Base):
+    """One result object (SEG, SR, ...) to send to one destination."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        # A result object goes to a destination once, however often it is added.
+        UniqueConstraint("destination", "sop_instance_uid", name="uq_deliveries_object"),
+        Index("ix_deliveries_status_not_before", "status", "not_before"),
+        CheckConstraint("attempts >= 0", name="ck_deliveries_attempts"),
+        CheckConstraint("max_attempts >= 1", name="ck_deliveries_max_attempts"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    sop_instance_uid: Mapped[str] = mapped_column(_UID)
+    path: Mapped[str] = mapped_column(String(4096))
+    status: Mapped[DeliveryStatus] = mapped_column(_status_type(DeliveryStatus))
+    attempts: Mapped[int]
+    max_attempts: Mapped[int]
+    not_before: Mapped[datetime]
+    # Status stays PENDING or FAILED while a sender holds the lease.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as it was when read; times are UTC-aware.
+
+    Attributes
+    ----------
+    attempts
+        Attempts started so far; a claim counts one, a release takes it back.
+    not_before
+        Earliest time the job may be claimed (the retry backoff).
+    lease_owner, lease_expires
+        The worker holding a RUNNING job and until when, else None.
+    last_error
+        The most recent failure's message, kept after a later success.
+    """
+
+    id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    calling_ae: str
+    spool_path: Path
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    not_before: datetime
+    lease_owner: str | None
+    lease_expires: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: JobRecord) -> Job:
+        """Snapshot a row."""
+        return cls(
+            id=record.id,
+            sop_instance_uid=record.sop_instance_uid,
+            study_instance_uid=record.study_instance_uid,
+            series_instance_uid=record.series_instance_uid,
+            sop_class_uid=record.sop_class_uid,
+            calling_ae=record.calling_ae,
+            spool_path=Path(record.spool_path),
+            status=record.status,
+            attempts=record.attempts,
+            max_attempts=record.max_attempts,
+            not_before=record.not_before,
+            lease_owner=record.lease_owner,
+            lease_expires=record.lease_expires,
+            last_error=record.last_error,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A result send as it was when read; times are UTC-aware.
+
+    Attributes
+    ----------
+    destination
+        The name of a configured destination.
+    kind
+        The result object's kind, e.g. ``"SEG"`` or ``"SR"``.
+    sop_instance_uid
+        The result object's SOP Instance UID.
+    path
+        The result object's file.
+    lease_owner, lease_expires
+        The sender holding it and until when, else None.
+    """
+
+    id: int
+    job_id: int
+    destination: str
+    kind: str
+    sop_instance_uid: str
+    path: Path
+    status: DeliveryStatus
+    attempts: int
+    max_attempts: int
+    not_before: datetime
+    lease_owner: str | None
+    lease_expires: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> Delivery:
+        """Snapshot a row."""
+        return cls(
+            id=record.id,
+            job_id=record.job_id,
+            destination=record.destination,
+            kind=record.kind,
+            sop_instance_uid=record.sop_instance_uid,
+            path=Path(record.path),
+            status=record.status,
+            attempts=record.attempts,
+            max_attempts=record.max_attempts,
+            not_before=record.not_before,
+            lease_owner=record.lease_owner,
+            lease_expires=record.lease_expires,
+            last_error=record.last_error,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )

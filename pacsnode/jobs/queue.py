@@ -1,0 +1,796 @@
+"""The durable queue: received instances wait here for analysis, results for sending.
+
+Workers lease work, renew the lease while busy, and report success or failure; failures
+back off and retry, then go to the dead letters. Every change is one database transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, NamedTuple, cast
+
+from sqlalchemy import ColumnElement, CursorResult, Engine, and_, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pacsnode.db import Clock, aware_utc, make_sessionmaker, read_session, utc_now, write_session
+from pacsnode.errors import JobStateError
+from pacsnode.jobs.models import (
+    Delivery,
+    DeliveryRecord,
+    DeliveryStatus,
+    Job,
+    JobRecord,
+    JobStatus,
+)
+from pacsnode.jobs.retry import RandomSource, RetryPolicy
+
+__all__ = [
+    "DEFAULT_DELIVERY_POLICY",
+    "DEFAULT_JOB_POLICY",
+    "Enqueued",
+    "JobQueue",
+    "Reaped",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOB_POLICY: Final = RetryPolicy(max_attempts=3, base=30.0, cap=1800.0)
+# Sends outlast a PACS outage of most of a day before they are dead-lettered.
+DEFAULT_DELIVERY_POLICY: Final = RetryPolicy(max_attempts=30, base=60.0, cap=3600.0)
+
+_ERROR_CHARS: Final = 4000
+_WAITING: Final = (JobStatus.QUEUED, JobStatus.FAILED)
+_UNSENT: Final = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+
+class Enqueued(NamedTuple):
+    """What :meth:`JobQueue.enqueue` did."""
+
+    job: Job
+    """The job for the instance, new or existing."""
+    existed: bool
+    """The instance had been received before."""
+    requeued: bool
+    """It had, and its failed or dead job was put back in the queue."""
+
+
+class Reaped(NamedTuple):
+    """What :meth:`JobQueue.reap_expired` dead-lettered, for the audit log."""
+
+    jobs: tuple[Job, ...]
+    deliveries: tuple[Delivery, ...]
+
+
+class JobQueue:
+    """Analysis jobs and result deliveries in the node's database.
+
+    Parameters
+    ----------
+    bind
+        An engine from :func:`pacsnode.db.make_engine`, or a sessionmaker bound to one.
+        Each call uses its own session, so one queue may serve many threads.
+    job_policy
+        Attempts and backoff of analysis jobs; its ``max_attempts`` is stamped on each
+        job when it is queued (or re-queued by an administrator).
+    delivery_policy
+        The same for result deliveries.
+    clock
+        Returns the current UTC-aware time; tests pass a fake.
+    rng
+        Draws the backoff jitter; tests pass a seeded or fixed one.
+
+    Notes
+    -----
+    Claims are safe between threads and processes. On PostgreSQL the candidate row is
+    read ``FOR UPDATE SKIP LOCKED``, so concurrent workers take different jobs without
+    waiting. On SQLite, which has no row locks, every changing transaction starts with
+    ``BEGIN IMMEDIATE`` (see :func:`pacsnode.db.write_session`): the database's single
+    write lock is taken before the candidate is read, so the read and the update are
+    one atomic step and a second worker reads only after the first has committed.
+    """
+
+    def __init__(
+        self,
+        bind: Engine | sessionmaker[Session],
+        *,
+        job_policy: RetryPolicy = DEFAULT_JOB_POLICY,
+        delivery_policy: RetryPolicy = DEFAULT_DELIVERY_POLICY,
+        clock: Clock = utc_now,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self._sessions = make_sessionmaker(bind)
+        self._job_policy = job_policy
+        self._delivery_policy = delivery_policy
+        self._clock = clock
+        self._rng: RandomSource = random.Random() if rng is None else rng
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        calling_ae: str,
+        spool_path: Path | str,
+    ) -> Enqueued:
+        """Queue a received instance for analysis, once per SOP Instance UID.
+
+        A modality or PACS re-sending an instance is normal, so a known UID is not an
+        error. What happens to its job depends on where the job stands:
+
+        * QUEUED, RUNNING, SUCCEEDED: nothing; the instance is (being) analysed.
+        * FAILED: made due now with the new file; its attempts are kept, so a sender
+          that keeps re-sending a poison film cannot buy it endless attempts.
+        * DEAD: queued afresh with the new file and the attempts reset. The node had
+          given up; a deliberate re-send (a fixed file, a resolved fault) earns a new
+          round.
+        * CANCELLED: nothing; an administrator withdrew it and ``retry`` undoes that.
+
+        Parameters
+        ----------
+        spool_path
+            Where the received file was written durably.
+
+        Returns
+        -------
+        Enqueued
+            The job, and whether it existed and was re-queued.
+        """
+        if not sop_instance_uid:
+            raise ValueError("an instance needs a SOP Instance UID")
+        try:
+            return self._enqueue(
+                sop_instance_uid,
+                study_instance_uid,
+                series_instance_uid,
+                sop_class_uid,
+                calling_ae,
+                str(spool_path),
+            )
+        except IntegrityError:
+            # Two associations delivered the same instance at once and the other
+            # inserted first (PostgreSQL; SQLite's write lock serialises them). The
+            # second pass finds that row.
+            return self._enqueue(
+                sop_instance_uid,
+                study_instance_uid,
+                series_instance_uid,
+                sop_class_uid,
+                calling_ae,
+                str(spool_path),
+            )
+
+    def _enqueue(
+        self,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        calling_ae: str,
+        spool_path: str,
+    ) -> Enqueued:
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = session.scalars(
+                select(JobRecord)
+                .where(JobRecord.sop_instance_uid == sop_instance_uid)
+                .with_for_update()
+            ).one_or_none()
+            if record is None:
+                record = JobRecord(
+                    sop_instance_uid=sop_instance_uid,
+                    study_instance_uid=study_instance_uid,
+                    series_instance_uid=series_instance_uid,
+                    sop_class_uid=sop_class_uid,
+                    calling_ae=calling_ae,
+                    spool_path=spool_path,
+                    status=JobStatus.QUEUED,
+                    attempts=0,
+                    max_attempts=self._job_policy.max_attempts,
+                    not_before=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(record)
+                session.flush()
+                log.info("job queued", extra=_job_context(record))
+                return Enqueued(Job.of(record), existed=False, requeued=False)
+
+            requeued = record.status in (JobStatus.FAILED, JobStatus.DEAD)
+            if requeued:
+                if record.status is JobStatus.DEAD:
+                    record.attempts = 0
+                record.status = JobStatus.QUEUED
+                record.spool_path = spool_path
+                record.calling_ae = calling_ae
+                record.not_before = now
+                record.updated_at = now
+                session.flush()
+                log.info("job re-queued by a re-sent instance", extra=_job_context(record))
+            return Enqueued(Job.of(record), existed=True, requeued=requeued)
+
+    # --- the worker's side -------------------------------------------------------------
+
+    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        """Lease the oldest job that is due, counting an attempt.
+
+        Due are QUEUED jobs and FAILED ones whose backoff has passed, oldest received
+        first, and RUNNING jobs whose worker let the lease expire (it died) while
+        attempts remain; those with none left are for :meth:`reap_expired`.
+
+        Parameters
+        ----------
+        worker_id
+            Names the worker; it must present it again to report on the job.
+        lease_seconds
+            How long the job stays the worker's without :meth:`heartbeat`.
+
+        Returns
+        -------
+        Job or None
+            The RUNNING job, or None when nothing is due.
+        """
+        lease = _lease(lease_seconds)
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = session.scalars(
+                select(JobRecord)
+                .where(_job_due(now))
+                .order_by(JobRecord.created_at, JobRecord.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if record is None:
+                return None
+            record.status = JobStatus.RUNNING
+            record.attempts += 1
+            record.lease_owner = worker_id
+            record.lease_expires = now + lease
+            record.updated_at = now
+            session.flush()
+            log.debug("job claimed by %s", worker_id, extra=_job_context(record))
+            return Job.of(record)
+
+    def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> Job:
+        """Extend the worker's lease to ``lease_seconds`` from now.
+
+        Raises
+        ------
+        JobStateError
+            The job is not RUNNING under this worker: its lease was lost to another.
+        """
+        lease = _lease(lease_seconds)
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_job(session, job_id, worker_id)
+            record.lease_expires = now + lease
+            record.updated_at = now
+            session.flush()
+            return Job.of(record)
+
+    def succeed(self, job_id: int, worker_id: str) -> Job:
+        """Mark the worker's job SUCCEEDED and end its lease.
+
+        Raises
+        ------
+        JobStateError
+            The job is not RUNNING under this worker.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_job(session, job_id, worker_id)
+            record.status = JobStatus.SUCCEEDED
+            _end_lease(record, now)
+            session.flush()
+            log.info("job succeeded", extra=_job_context(record))
+            return Job.of(record)
+
+    def fail(self, job_id: int, worker_id: str, error: str, *, retryable: bool = True) -> Job:
+        """Record a failed attempt: FAILED with a backoff, or DEAD when none are left.
+
+        Parameters
+        ----------
+        error
+            What went wrong, for the administrator; clipped to 4000 characters.
+        retryable
+            False for failures another attempt cannot fix (e.g. not a film at all):
+            the job goes DEAD at once.
+
+        Raises
+        ------
+        JobStateError
+            The job is not RUNNING under this worker.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_job(session, job_id, worker_id)
+            record.last_error = _clip(error)
+            if not retryable or record.attempts >= record.max_attempts:
+                record.status = JobStatus.DEAD
+                log.warning("job dead-lettered: %s", record.last_error, extra=_job_context(record))
+            else:
+                record.status = JobStatus.FAILED
+                delay = self._job_policy.next_delay(record.attempts, self._rng)
+                record.not_before = now + timedelta(seconds=delay)
+                log.warning(
+                    "job failed, retry in %.0f s: %s",
+                    delay,
+                    record.last_error,
+                    extra=_job_context(record),
+                )
+            _end_lease(record, now)
+            session.flush()
+            return Job.of(record)
+
+    def release(self, job_id: int, worker_id: str) -> Job:
+        """Hand the worker's job back, due now, without counting the attempt.
+
+        For a worker stopping cleanly (SIGTERM) in the middle of a job.
+
+        Raises
+        ------
+        JobStateError
+            The job is not RUNNING under this worker.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_job(session, job_id, worker_id)
+            record.status = JobStatus.QUEUED
+            record.attempts = max(0, record.attempts - 1)
+            record.not_before = now
+            _end_lease(record, now)
+            session.flush()
+            return Job.of(record)
+
+    def reap_expired(self) -> Reaped:
+        """Dead-letter leased work whose lease expired during its last attempt.
+
+        A worker that dies mid-job (a film that crashes it, say) is recovered by the
+        next claim while attempts remain; when none do, the work would otherwise stay
+        leased forever. Workers call this before claiming and audit what it returns.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            jobs = session.scalars(
+                select(JobRecord)
+                .where(
+                    JobRecord.status == JobStatus.RUNNING,
+                    JobRecord.lease_expires <= now,
+                    JobRecord.attempts >= JobRecord.max_attempts,
+                )
+                .order_by(JobRecord.id)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for job in jobs:
+                job.status = JobStatus.DEAD
+                job.last_error = _expired_message(job.lease_owner, job.attempts)
+                _end_lease(job, now)
+            deliveries = session.scalars(
+                select(DeliveryRecord)
+                .where(
+                    DeliveryRecord.status.in_(_UNSENT),
+                    DeliveryRecord.lease_expires <= now,
+                    DeliveryRecord.attempts >= DeliveryRecord.max_attempts,
+                )
+                .order_by(DeliveryRecord.id)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for delivery in deliveries:
+                delivery.status = DeliveryStatus.DEAD
+                delivery.last_error = _expired_message(delivery.lease_owner, delivery.attempts)
+                _end_lease(delivery, now)
+            session.flush()
+            return Reaped(
+                tuple(Job.of(job) for job in jobs),
+                tuple(Delivery.of(delivery) for delivery in deliveries),
+            )
+
+    # --- administration ----------------------------------------------------------------
+
+    def retry(self, job_id: int) -> Job:
+        """Queue a DEAD, FAILED or CANCELLED job again, due now, with fresh attempts.
+
+        Raises
+        ------
+        JobStateError
+            The job does not exist or is QUEUED, RUNNING or SUCCEEDED.
+        """
+        allowed = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _job_in(session, job_id, allowed, "retried")
+            record.status = JobStatus.QUEUED
+            record.attempts = 0
+            record.max_attempts = self._job_policy.max_attempts
+            record.not_before = now
+            record.updated_at = now
+            session.flush()
+            return Job.of(record)
+
+    def cancel(self, job_id: int) -> Job:
+        """Withdraw a job that is not running and has not succeeded.
+
+        Its deliveries, if any, are left alone.
+
+        Raises
+        ------
+        JobStateError
+            The job does not exist or is RUNNING (release it or let its lease run
+            out first), SUCCEEDED or already CANCELLED.
+        """
+        allowed = (JobStatus.QUEUED, JobStatus.FAILED, JobStatus.DEAD)
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _job_in(session, job_id, allowed, "cancelled")
+            record.status = JobStatus.CANCELLED
+            record.updated_at = now
+            session.flush()
+            return Job.of(record)
+
+    def purge(self, statuses: Iterable[JobStatus], older_than: datetime) -> int:
+        """Delete jobs in ``statuses`` last changed before ``older_than``, with their deliveries.
+
+        A job with a result still to send (a PENDING or FAILED delivery) is kept.
+
+        Returns
+        -------
+        int
+            The number of jobs deleted.
+
+        Raises
+        ------
+        ValueError
+            ``statuses`` includes RUNNING, which is never purged; or ``older_than`` is
+            naive.
+        """
+        wanted = frozenset(statuses)
+        if JobStatus.RUNNING in wanted:
+            raise ValueError("RUNNING jobs are never purged; release them or let them finish")
+        cutoff = aware_utc(older_than, "older_than")
+        if not wanted:
+            return 0
+        unsent = (
+            select(DeliveryRecord.id)
+            .where(DeliveryRecord.job_id == JobRecord.id, DeliveryRecord.status.in_(_UNSENT))
+            .exists()
+        )
+        statement = delete(JobRecord).where(
+            JobRecord.status.in_(wanted), JobRecord.updated_at < cutoff, ~unsent
+        )
+        with write_session(self._sessions) as session:
+            result = session.execute(statement, execution_options={"synchronize_session": False})
+            count = cast(CursorResult[Any], result).rowcount
+        log.info("purged %d jobs", count)
+        return count
+
+    def get(self, job_id: int) -> Job | None:
+        """The job with this id, or None."""
+        with read_session(self._sessions) as session:
+            record = session.get(JobRecord, job_id)
+            return None if record is None else Job.of(record)
+
+    def find(self, sop_instance_uid: str) -> Job | None:
+        """The job of the instance with this SOP Instance UID, or None."""
+        with read_session(self._sessions) as session:
+            record = session.scalars(
+                select(JobRecord).where(JobRecord.sop_instance_uid == sop_instance_uid)
+            ).one_or_none()
+            return None if record is None else Job.of(record)
+
+    def list(self, status: JobStatus | None = None, limit: int = 100) -> tuple[Job, ...]:
+        """Up to ``limit`` jobs, optionally of one status, most recently queued first."""
+        statement = select(JobRecord).order_by(JobRecord.id.desc()).limit(limit)
+        if status is not None:
+            statement = statement.where(JobRecord.status == status)
+        with read_session(self._sessions) as session:
+            return tuple(Job.of(record) for record in session.scalars(statement))
+
+    def counts_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs there are of each status, zeros included."""
+        counts = dict.fromkeys(JobStatus, 0)
+        with read_session(self._sessions) as session:
+            rows = session.execute(
+                select(JobRecord.status, func.count()).group_by(JobRecord.status)
+            )
+            for status, count in rows.tuples():
+                counts[status] = count
+        return counts
+
+    def oldest_waiting(self) -> Job | None:
+        """The longest-waiting QUEUED or FAILED job, or None: how far behind the node is."""
+        with read_session(self._sessions) as session:
+            record = session.scalars(
+                select(JobRecord)
+                .where(JobRecord.status.in_(_WAITING))
+                .order_by(JobRecord.created_at, JobRecord.id)
+                .limit(1)
+            ).first()
+            return None if record is None else Job.of(record)
+
+    # --- deliveries --------------------------------------------------------------------
+
+    def add_delivery(
+        self,
+        job_id: int,
+        *,
+        destination: str,
+        kind: str,
+        sop_instance_uid: str,
+        path: Path | str,
+    ) -> Delivery:
+        """Queue a result object for sending, once per destination and SOP Instance UID.
+
+        Parameters
+        ----------
+        destination
+            A configured destination's name.
+        kind
+            The object's kind, e.g. ``"SEG"`` or ``"SR"``.
+        sop_instance_uid
+            The result object's SOP Instance UID.
+        path
+            Its file, written durably before this call.
+
+        Raises
+        ------
+        JobStateError
+            No job has this id.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            if session.get(JobRecord, job_id) is None:
+                raise JobStateError(f"job {job_id} does not exist")
+            record = session.scalars(
+                select(DeliveryRecord)
+                .where(
+                    DeliveryRecord.destination == destination,
+                    DeliveryRecord.sop_instance_uid == sop_instance_uid,
+                )
+                .with_for_update()
+            ).one_or_none()
+            if record is None:
+                record = DeliveryRecord(
+                    job_id=job_id,
+                    destination=destination,
+                    kind=kind,
+                    sop_instance_uid=sop_instance_uid,
+                    path=str(path),
+                    status=DeliveryStatus.PENDING,
+                    attempts=0,
+                    max_attempts=self._delivery_policy.max_attempts,
+                    not_before=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(record)
+                session.flush()
+            return Delivery.of(record)
+
+    def claim_delivery(self, worker_id: str, lease_seconds: float) -> Delivery | None:
+        """Lease the oldest delivery that is due, counting an attempt.
+
+        Due are PENDING and FAILED deliveries past their backoff whose lease, if any,
+        has expired and which have attempts left, whatever their job's state.
+        """
+        lease = _lease(lease_seconds)
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = session.scalars(
+                select(DeliveryRecord)
+                .where(_delivery_due(now))
+                .order_by(DeliveryRecord.created_at, DeliveryRecord.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if record is None:
+                return None
+            record.attempts += 1
+            record.lease_owner = worker_id
+            record.lease_expires = now + lease
+            record.updated_at = now
+            session.flush()
+            return Delivery.of(record)
+
+    def delivery_sent(self, delivery_id: int, worker_id: str) -> Delivery:
+        """Mark the sender's delivery SENT.
+
+        Raises
+        ------
+        JobStateError
+            The delivery is not leased to this sender.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_delivery(session, delivery_id, worker_id)
+            record.status = DeliveryStatus.SENT
+            _end_lease(record, now)
+            session.flush()
+            return Delivery.of(record)
+
+    def delivery_failed(
+        self, delivery_id: int, worker_id: str, error: str, *, retryable: bool = True
+    ) -> Delivery:
+        """Record a failed send: FAILED with a backoff, or DEAD when none are left.
+
+        Parameters
+        ----------
+        retryable
+            False when the destination refused the object for good (e.g. a DIMSE
+            failure status other than out of resources): DEAD at once.
+
+        Raises
+        ------
+        JobStateError
+            The delivery is not leased to this sender.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_delivery(session, delivery_id, worker_id)
+            record.last_error = _clip(error)
+            if not retryable or record.attempts >= record.max_attempts:
+                record.status = DeliveryStatus.DEAD
+            else:
+                record.status = DeliveryStatus.FAILED
+                delay = self._delivery_policy.next_delay(record.attempts, self._rng)
+                record.not_before = now + timedelta(seconds=delay)
+            _end_lease(record, now)
+            session.flush()
+            return Delivery.of(record)
+
+    def release_delivery(self, delivery_id: int, worker_id: str) -> Delivery:
+        """Hand the sender's delivery back, due now, without counting the attempt.
+
+        Raises
+        ------
+        JobStateError
+            The delivery is not leased to this sender.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_delivery(session, delivery_id, worker_id)
+            record.attempts = max(0, record.attempts - 1)
+            record.not_before = now
+            _end_lease(record, now)
+            session.flush()
+            return Delivery.of(record)
+
+    def retry_delivery(self, delivery_id: int) -> Delivery:
+        """Make a DEAD or FAILED delivery PENDING again, due now, with fresh attempts.
+
+        Raises
+        ------
+        JobStateError
+            It does not exist, is PENDING or SENT, or is being sent right now.
+        """
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = session.get(DeliveryRecord, delivery_id, with_for_update=True)
+            if record is None:
+                raise JobStateError(f"delivery {delivery_id} does not exist")
+            leased = record.lease_expires is not None and record.lease_expires > now
+            if record.status not in (DeliveryStatus.DEAD, DeliveryStatus.FAILED) or leased:
+                state = f"being sent by {record.lease_owner}" if leased else record.status.name
+                raise JobStateError(f"delivery {delivery_id} is {state}; it cannot be retried")
+            record.status = DeliveryStatus.PENDING
+            record.attempts = 0
+            record.max_attempts = self._delivery_policy.max_attempts
+            record.not_before = now
+            _end_lease(record, now)
+            session.flush()
+            return Delivery.of(record)
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        """The delivery with this id, or None."""
+        with read_session(self._sessions) as session:
+            record = session.get(DeliveryRecord, delivery_id)
+            return None if record is None else Delivery.of(record)
+
+    def list_deliveries(
+        self,
+        status: DeliveryStatus | None = None,
+        job_id: int | None = None,
+        limit: int = 100,
+    ) -> tuple[Delivery, ...]:
+        """Up to ``limit`` deliveries, optionally of one status or job, newest first."""
+        statement = select(DeliveryRecord).order_by(DeliveryRecord.id.desc()).limit(limit)
+        if status is not None:
+            statement = statement.where(DeliveryRecord.status == status)
+        if job_id is not None:
+            statement = statement.where(DeliveryRecord.job_id == job_id)
+        with read_session(self._sessions) as session:
+            return tuple(Delivery.of(record) for record in session.scalars(statement))
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return aware_utc(self._clock(), "the clock's time")
+
+
+def _job_due(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(JobRecord.status.in_(_WAITING), JobRecord.not_before <= now),
+        and_(
+            JobRecord.status == JobStatus.RUNNING,
+            JobRecord.lease_expires <= now,
+            JobRecord.attempts < JobRecord.max_attempts,
+        ),
+    )
+
+
+def _delivery_due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        DeliveryRecord.status.in_(_UNSENT),
+        DeliveryRecord.not_before <= now,
+        or_(DeliveryRecord.lease_expires.is_(None), DeliveryRecord.lease_expires <= now),
+        DeliveryRecord.attempts < DeliveryRecord.max_attempts,
+    )
+
+
+def _held_job(session: Session, job_id: int, worker_id: str) -> JobRecord:
+    record = session.get(JobRecord, job_id, with_for_update=True)
+    if record is None:
+        raise JobStateError(f"job {job_id} does not exist")
+    if record.status is not JobStatus.RUNNING or record.lease_owner != worker_id:
+        holder = f", leased to {record.lease_owner}" if record.lease_owner else ""
+        raise JobStateError(
+            f"job {job_id} is not held by {worker_id}: it is {record.status.name}{holder}"
+        )
+    return record
+
+
+def _held_delivery(session: Session, delivery_id: int, worker_id: str) -> DeliveryRecord:
+    record = session.get(DeliveryRecord, delivery_id, with_for_update=True)
+    if record is None:
+        raise JobStateError(f"delivery {delivery_id} does not exist")
+    if record.status not in _UNSENT or record.lease_owner != worker_id:
+        holder = f", leased to {record.lease_owner}" if record.lease_owner else ""
+        raise JobStateError(
+            f"delivery {delivery_id} is not held by {worker_id}: it is {record.status.name}{holder}"
+        )
+    return record
+
+
+def _job_in(
+    session: Session, job_id: int, allowed: tuple[JobStatus, ...], action: str
+) -> JobRecord:
+    record = session.get(JobRecord, job_id, with_for_update=True)
+    if record is None:
+        raise JobStateError(f"job {job_id} does not exist")
+    if record.status not in allowed:
+        names = ", ".join(status.name for status in allowed)
+        raise JobStateError(
+            f"job {job_id} is {record.status.name}; only {names} jobs can be {action}"
+        )
+    return record
+
+
+def _end_lease(record: JobRecord | DeliveryRecord, now: datetime) -> None:
+    record.lease_owner = None
+    record.lease_expires = None
+    record.updated_at = now
+
+
+def _lease(seconds: float) -> timedelta:
+    if not seconds > 0:
+        raise ValueError(f"a lease must last a positive number of seconds, got {seconds}")
+    return timedelta(seconds=seconds)
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= _ERROR_CHARS else error[: _ERROR_CHARS - 1] + "…"
+
+
+def _expired_message(owner: str | None, attempts: int) -> str:
+    return f"the lease of {owner} expired during attempt {attempts}, the last allowed"
+
+
+def _job_context(record: JobRecord) -> dict[str, object]:
+    return {"job_id": record.id, "sop_instance_uid": record.sop_instance_uid}
