@@ -223,7 +223,8 @@ def test_cli_refuses_a_file_as_output(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_serving_path_does_not_import_training() -> None:
     code = (
-        "import sys, pacsnode, pacsnode.imaging, pacsnode.cli.main; "
+        "import sys, pacsnode, pacsnode.imaging, pacsnode.cli.main, pacsnode.analysis.localise, "
+        "pacsnode.config, pacsnode.jobs, pacsnode.audit; "
         "print([m for m in sys.modules if m.startswith('pacsnode.training')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

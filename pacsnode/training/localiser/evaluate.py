@@ -26,6 +26,7 @@ from pacsnode.training.localiser.data import (
     film_pairs,
     outline_mask,
     read_annotated_film,
+    spine_region_mask,
 )
 from pacsnode.training.metrics import ConfusionCounts, paired_t_test
 
@@ -55,12 +56,15 @@ METRICS = (
 
 @dataclass(frozen=True)
 class EvalFilm:
-    """One test film at its original resolution with its outline-union mask."""
+    """One test film at its original resolution: ``mask`` its vertebral bodies (the
+    original-resolution truth), ``target`` the localisation target (bodies and discs, the
+    low-resolution truth once resized)."""
 
     name: str
     region: str
     image: NDArray[np.float32]
     mask: NDArray[np.bool_]
+    target: NDArray[np.bool_]
 
 
 def _phantom_film(job: tuple[int, int]) -> EvalFilm:
@@ -69,7 +73,13 @@ def _phantom_film(job: tuple[int, int]) -> EvalFilm:
     seed, index = job
     ph = make_phantom(seed, index)
     image = ph.radiograph.display.astype(np.float32)
-    return EvalFilm(ph.case_id, ph.scene.region, image, outline_mask(ph.truth, image.shape))
+    return EvalFilm(
+        ph.case_id,
+        ph.scene.region,
+        image,
+        outline_mask(ph.truth, image.shape),
+        spine_region_mask(ph.truth, image.shape),
+    )
 
 
 def phantom_films(seed: int, n: int, *, start: int = 0, workers: int = 1) -> Iterator[EvalFilm]:
@@ -86,8 +96,8 @@ def phantom_films(seed: int, n: int, *, start: int = 0, workers: int = 1) -> Ite
 def folder_films(directory: Path) -> Iterator[EvalFilm]:
     """Annotated films of a folder (see :func:`film_pairs`)."""
     for film, ann in film_pairs(directory):
-        image, mask = read_annotated_film(film, ann)
-        yield EvalFilm(film.name, "unknown", image, mask)
+        image, vertebrae, target = read_annotated_film(film, ann)
+        yield EvalFilm(film.name, "unknown", image, vertebrae, target)
 
 
 def _counts(pred: NDArray[np.bool_], truth: NDArray[np.bool_]) -> dict[str, float]:
@@ -104,7 +114,7 @@ def score_film(localiser: Localiser, film: EvalFilm) -> dict[str, Any]:
     """Every Table 1 figure of one model on one film (fractions, not percent)."""
     frame, prob = localiser.probability(film.image)
     raw = prob >= localiser.threshold
-    lowres_truth = frame.mask_to_lowres(film.mask)
+    lowres_truth = frame.mask_to_lowres(film.target)
     mapped = frame.to_film(prob) >= localiser.threshold
     node = region_from_probability(frame, prob, localiser.threshold)
     orig = _counts(mapped, film.mask)
