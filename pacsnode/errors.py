@@ -12,6 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError",
+    "ExportError",
     "ImageReadError",
     "JobStateError",
     "ModelError",
@@ -89,3 +90,8 @@ class JobStateError(PacsnodeError):
     A worker sees this when its lease was lost to another worker; an administrator
     when, say, retrying a job that is still running.
     """
+
+
+class ExportError(PacsnodeError):
+    """A result object (SEG, SR) cannot be built from what the analysis gave, e.g. no spine
+    was found on the film, or the film lacks an attribute every derived object must copy."""
