@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from scipy.ndimage import binary_dilation
 
@@ -247,3 +248,13 @@ def test_cli_rejects_bad_arguments(
         main(["phantom", *argv, "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_dicom_uids_are_the_same_for_the_same_case(written: list[tuple[Path, dict]]) -> None:
+    path, truth, _ = written[0]
+    seed, index = (int(p) for p in truth["case_id"].split("-"))
+    again = make_phantom(seed, index, "mixed").dataset()
+    first = pydicom.dcmread(path, stop_before_pixels=True)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert again[keyword].value == first[keyword].value
+        assert str(first[keyword].value).startswith("2.25.")

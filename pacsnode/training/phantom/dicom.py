@@ -7,6 +7,7 @@ rendered display image exactly, whatever the photometric interpretation.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,6 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
 
 __all__ = ["COMPRESSED_SYNTAXES", "Acquisition", "build_dataset", "patient_orientation"]
@@ -85,7 +85,10 @@ def _letters(vec: tuple[float, float]) -> str:
 
 
 def _uid(*parts: object) -> UID:
-    return generate_uid(prefix=None, entropy_srcs=["pacsnode-phantom", *map(str, parts)])
+    # A 2.25 UUID UID derived from the parts, so the same case always has the same UIDs.
+    # (generate_uid(prefix=None, entropy_srcs=...) ignores the entropy and is random.)
+    name = "|".join(["pacsnode-phantom", *map(str, parts)])
+    return UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}")
 
 
 def build_dataset(
