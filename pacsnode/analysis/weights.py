@@ -15,9 +15,18 @@ from typing import Any
 
 from pacsnode.errors import ModelError
 
-__all__ = ["MANIFEST_SCHEMA", "LoadedWeights", "file_sha256", "load_weights", "manifest_path"]
+__all__ = [
+    "DEFAULT_MODELS_DIR",
+    "MANIFEST_SCHEMA",
+    "LoadedWeights",
+    "file_sha256",
+    "load_weights",
+    "manifest_path",
+]
 
 MANIFEST_SCHEMA = "pacsnode-model-manifest/1"
+# The weights committed with the code: <repository>/models, beside the package.
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 def file_sha256(path: Path) -> str:

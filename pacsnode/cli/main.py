@@ -72,7 +72,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_calibrate(sub)
+    an = sub.add_parser(
+        "analyze",
+        help="analyse films offline: write the SEG, the SR and a PNG overlay",
+        description=(
+            "Run the analysis stack on DICOM films without any network and write, per film, "
+            "<SOPInstanceUID>.seg.dcm, <SOPInstanceUID>.sr.dcm and <SOPInstanceUID>.png in "
+            "--out. A film that cannot be analysed is reported and the others go on; the "
+            "exit status is 1 if any failed."
+        ),
+    )
+    an.add_argument("files", nargs="+", type=Path, help="DICOM films")
+    an.add_argument("--out", type=Path, required=True, help="output directory")
+    an.add_argument("--models-dir", type=Path, help="weights folder (default: the shipped)")
+    an.add_argument("--device", default="cpu", help="cpu (default), auto or cuda[:N]")
+    an.set_defaults(func=_cmd_analyze)
     return parser
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from pacsnode.analysis.localise import Localiser
+    from pacsnode.analysis.weights import DEFAULT_MODELS_DIR
+    from pacsnode.export.overlay import render_overlay_png
+    from pacsnode.export.results import algorithm_of, build_results
+    from pacsnode.imaging import read_film
+
+    models = args.models_dir or DEFAULT_MODELS_DIR
+    localiser = Localiser.load(models / "localiser.safetensors", device=args.device)
+    algorithm = algorithm_of(localiser.manifest)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PacsnodeError(f"cannot create output directory {args.out}: {exc.strerror}") from exc
+    failed = 0
+    for path in args.files:
+        try:
+            film = read_film(path)
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            found = localiser.predict(film.image)
+            # A UID is full of dots: build names whole, never with Path.with_suffix.
+            stem = str(args.out / (film.sop_instance_uid or path.stem))
+            render_overlay_png(film.image, found, stem + ".png")
+            results = build_results(header, film, found, algorithm)
+            results.seg.save_as(stem + ".seg.dcm", enforce_file_format=True)
+            results.sr.save_as(stem + ".sr.dcm", enforce_file_format=True)
+        except (PacsnodeError, InvalidDicomError, OSError) as exc:
+            failed += 1
+            print(f"{path}: not analysed: {exc}", file=sys.stderr)
+            continue
+        print(f"{path}: spine found, {found.mask.sum()} pixels -> {stem}.seg.dcm, .sr.dcm, .png")
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -334,8 +386,9 @@ def _cmd_calibrate_localiser(args: argparse.Namespace) -> int:
 
     models, paths = _load_localisers(args.models)
     if args.data == "phantoms":
-        seeds = {m.manifest.get("training", {}).get("data", {}).get("val_seed") for m in
-                 models.values()}
+        seeds = {
+            m.manifest.get("training", {}).get("data", {}).get("val_seed") for m in models.values()
+        }
         if len(seeds) != 1 or None in seeds:
             raise PacsnodeError(f"the models do not share one phantom validation seed: {seeds}")
         seed = seeds.pop()
@@ -344,8 +397,14 @@ def _cmd_calibrate_localiser(args: argparse.Namespace) -> int:
     else:
         films = folder_films(Path(args.data))
         total, source = None, str(Path(args.data).resolve())
-    bar = tqdm(films, total=total, desc="validation films", unit="film", disable=args.quiet,
-               file=sys.stderr)
+    bar = tqdm(
+        films,
+        total=total,
+        desc="validation films",
+        unit="film",
+        disable=args.quiet,
+        file=sys.stderr,
+    )
     chosen = calibrate_thresholds(models, bar)
     for name, result in chosen.items():
         manifest = dict(models[name].manifest)
@@ -354,9 +413,11 @@ def _cmd_calibrate_localiser(args: argparse.Namespace) -> int:
         path = paths[name].with_suffix(".json")
         path.write_text(json.dumps(manifest, indent=1))
         best = next(s for s in result["sweep"] if s["threshold"] == result["threshold"])
-        print(f"{name}: threshold {result['threshold']:.2f} (validation sensitivity "
-              f"{100 * best['sensitivity']:.1f} %, specificity {100 * best['specificity']:.1f} %)"
-              f" -> {path}")
+        print(
+            f"{name}: threshold {result['threshold']:.2f} (validation sensitivity "
+            f"{100 * best['sensitivity']:.1f} %, specificity {100 * best['specificity']:.1f} %)"
+            f" -> {path}"
+        )
     return EXIT_OK
 
 
