@@ -6,14 +6,17 @@ Rows stay inside the queue; callers get frozen copies, never live ORM objects.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacsnode.db import Base
+
+_S = TypeVar("_S")
 
 __all__ = [
     "Delivery",
@@ -166,24 +169,7 @@ class Job:
     @classmethod
     def of(cls, record: JobRecord) -> Job:
         """Snapshot a row."""
-        return cls(
-            id=record.id,
-            sop_instance_uid=record.sop_instance_uid,
-            study_instance_uid=record.study_instance_uid,
-            series_instance_uid=record.series_instance_uid,
-            sop_class_uid=record.sop_class_uid,
-            calling_ae=record.calling_ae,
-            spool_path=Path(record.spool_path),
-            status=record.status,
-            attempts=record.attempts,
-            max_attempts=record.max_attempts,
-            not_before=record.not_before,
-            lease_owner=record.lease_owner,
-            lease_expires=record.lease_expires,
-            last_error=record.last_error,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-        )
+        return _snapshot(cls, record, path_fields=("spool_path",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,20 +209,12 @@ class Delivery:
     @classmethod
     def of(cls, record: DeliveryRecord) -> Delivery:
         """Snapshot a row."""
-        return cls(
-            id=record.id,
-            job_id=record.job_id,
-            destination=record.destination,
-            kind=record.kind,
-            sop_instance_uid=record.sop_instance_uid,
-            path=Path(record.path),
-            status=record.status,
-            attempts=record.attempts,
-            max_attempts=record.max_attempts,
-            not_before=record.not_before,
-            lease_owner=record.lease_owner,
-            lease_expires=record.lease_expires,
-            last_error=record.last_error,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-        )
+        return _snapshot(cls, record, path_fields=("path",))
+
+
+def _snapshot(cls: type[_S], record: Base, *, path_fields: tuple[str, ...]) -> _S:
+    """``cls`` filled from the row's columns of the same names (paths as ``Path``)."""
+    values = {f.name: getattr(record, f.name) for f in fields(cls)}  # type: ignore[arg-type]
+    for name in path_fields:
+        values[name] = Path(values[name])
+    return cls(**values)

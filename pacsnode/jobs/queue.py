@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Engine, and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -241,20 +241,10 @@ class JobQueue:
         lease = _lease(lease_seconds)
         with write_session(self._sessions) as session:
             now = self._now()
-            record = session.scalars(
-                select(JobRecord)
-                .where(_job_due(now))
-                .order_by(JobRecord.created_at, JobRecord.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
+            record = _lease_oldest(session, JobRecord, _job_due(now), worker_id, now, lease)
             if record is None:
                 return None
             record.status = JobStatus.RUNNING
-            record.attempts += 1
-            record.lease_owner = worker_id
-            record.lease_expires = now + lease
-            record.updated_at = now
             session.flush()
             log.debug("job claimed by %s", worker_id, extra=_job_context(record))
             return Job.of(record)
@@ -583,19 +573,11 @@ class JobQueue:
         lease = _lease(lease_seconds)
         with write_session(self._sessions) as session:
             now = self._now()
-            record = session.scalars(
-                select(DeliveryRecord)
-                .where(_delivery_due(now))
-                .order_by(DeliveryRecord.created_at, DeliveryRecord.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
+            record = _lease_oldest(
+                session, DeliveryRecord, _delivery_due(now), worker_id, now, lease
+            )
             if record is None:
                 return None
-            record.attempts += 1
-            record.lease_owner = worker_id
-            record.lease_expires = now + lease
-            record.updated_at = now
             session.flush()
             return Delivery.of(record)
 
@@ -769,6 +751,34 @@ def _job_in(
         raise JobStateError(
             f"job {job_id} is {record.status.name}; only {names} jobs can be {action}"
         )
+    return record
+
+
+_R = TypeVar("_R", JobRecord, DeliveryRecord)
+
+
+def _lease_oldest(
+    session: Session,
+    model: type[_R],
+    due: ColumnElement[bool],
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+) -> _R | None:
+    """Lock the oldest due row that no other transaction holds, lease it to ``worker_id``
+    for ``lease`` from ``now`` and count an attempt; None when nothing is due."""
+    record = session.scalars(
+        select(model)
+        .where(due)
+        .order_by(model.created_at, model.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if record is not None:
+        record.attempts += 1
+        record.lease_owner = worker_id
+        record.lease_expires = now + lease
+        record.updated_at = now
     return record
 
 
