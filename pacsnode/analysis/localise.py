@@ -7,7 +7,6 @@ not by the package, so the admin CLI starts without it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,10 +110,6 @@ class Localiser:
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{loaded.path}: weights do not fit their manifest: {exc}") from exc
-
-    def describe(self) -> str:
-        net = self.manifest.get("network", {})
-        return f"localiser {json.dumps(net, sort_keys=True)} on {self.device}"
 
     def probability(self, image: NDArray[np.floating]) -> tuple[SquareFrame, NDArray[np.float32]]:
         """The low-resolution frame of ``image`` (rows, cols; bone bright in [0, 1]) and the

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    import io
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -110,8 +112,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            film = read_film(path)
-            header = pydicom.dcmread(path, stop_before_pixels=True)
+            data = path.read_bytes()  # once: the reader and the header parse share it
+            film = read_film(data)
+            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             found = localiser.predict(film.image)
             # A UID is full of dots: build names whole, never with Path.with_suffix.
             stem = str(args.out / (film.sop_instance_uid or path.stem))
@@ -127,14 +130,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def _model_parser(
+    sub: argparse._SubParsersAction, verb: str, verb_help: str, help: str, description: str
+) -> argparse.ArgumentParser:
+    """The parser of ``pacsnode VERB localiser`` (the only model so far)."""
+    parent = sub.add_parser(verb, help=verb_help)
+    models = parent.add_subparsers(dest="model", metavar="MODEL")
+    models.required = True
+    return models.add_parser("localiser", help=help, description=description)
+
+
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    ca = sub.add_parser("calibrate", help="choose operating thresholds on validation films")
-    what = ca.add_subparsers(dest="model", metavar="MODEL")
-    what.required = True
-    lo = what.add_parser(
-        "localiser",
-        help="the localiser's probability threshold",
-        description=(
+    lo = _model_parser(
+        sub,
+        "calibrate",
+        "choose operating thresholds on validation films",
+        "the localiser's probability threshold",
+        (
             "Sweep the probability threshold (0.10 to 0.90) of each localiser on full-"
             "resolution validation films (the phantom validation seed of its manifest, or "
             "--data DIR), keep the one with the best mean sensitivity + specificity of the "
@@ -150,13 +162,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    tr = sub.add_parser("train", help="train a network of the analysis stack")
-    what = tr.add_subparsers(dest="model", metavar="MODEL")
-    what.required = True
-    lo = what.add_parser(
-        "localiser",
-        help="the low-resolution spine localiser (region-aware loss paper)",
-        description=(
+    lo = _model_parser(
+        sub,
+        "train",
+        "train a network of the analysis stack",
+        "the low-resolution spine localiser (region-aware loss paper)",
+        (
             "Train a spine localiser on phantoms or on a folder of annotated films. Writes "
             "checkpoints after every epoch (--resume continues), and at the end "
             "localiser.safetensors with its manifest localiser.json in --out."
@@ -201,13 +212,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("evaluate", help="measure trained networks on held-out films")
-    what = ev.add_subparsers(dest="model", metavar="MODEL")
-    what.required = True
-    lo = what.add_parser(
-        "localiser",
-        help="Table 1 of the localisation paper for one or more localisers",
-        description=(
+    lo = _model_parser(
+        sub,
+        "evaluate",
+        "measure trained networks on held-out films",
+        "Table 1 of the localisation paper for one or more localisers",
+        (
             "Score localisers on held-out phantoms (seeds disjoint from training, checked "
             "against each manifest) or on a folder of annotated films, and write the table "
             "as JSON and Markdown."

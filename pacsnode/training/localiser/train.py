@@ -156,10 +156,15 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(
-    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path: Path,
+    state: dict[str, Any],
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Restore ``path``'s tensors (``state`` is its JSON, already read); returns the best
+    weights so far."""
     tensors = load_file(str(path))
-    state = json.loads(path.with_suffix(".json").read_text())
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
@@ -169,7 +174,7 @@ def _load_checkpoint(
             opt_state["state"].setdefault(int(idx), {})[name] = value
     opt.load_state_dict(opt_state)
     gen.set_state(tensors["rng"])
-    return best, state
+    return best
 
 
 def train_localiser(
@@ -205,13 +210,11 @@ def train_localiser(
     if resume:
         if not ckpt.exists():
             raise DataError(f"nothing to resume: {ckpt} does not exist")
-        saved = json.loads(ckpt.with_suffix(".json").read_text())
-        if (
-            saved.get("config", {}).get("arch") != cfg.arch
-            or saved["config"].get("region_aware") != cfg.region_aware
-        ):
-            raise DataError(f"{ckpt} is a checkpoint of another variant: {saved.get('config')}")
-        best, state = _load_checkpoint(ckpt, net, opt, gen)
+        state = json.loads(ckpt.with_suffix(".json").read_text())
+        saved = state.get("config", {})
+        if saved.get("arch") != cfg.arch or saved.get("region_aware") != cfg.region_aware:
+            raise DataError(f"{ckpt} is a checkpoint of another variant: {saved}")
+        best = _load_checkpoint(ckpt, state, net, opt, gen)
         seconds = float(state.get("seconds", 0.0))
         log(f"resuming {cfg.out} after epoch {state['epoch']}")
 
