@@ -63,6 +63,9 @@ DX_FOR_PROCESSING_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1.1.1"
 CR_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1"
 SECONDARY_CAPTURE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.7"
 
+SHIPPED_MODELS_DIR: Final = Path(__file__).resolve().parents[2] / "models"
+"""The weights that come with pacsnode; where the node looks unless told otherwise."""
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -106,7 +109,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     },
     "analysis": {
         "device": "cpu",
-        "models_dir": "./models",
+        "models_dir": str(SHIPPED_MODELS_DIR),
     },
     "filter": {
         "modalities": ["DX", "CR"],

@@ -45,6 +45,8 @@ class JobStatus(enum.Enum):
     """Out of attempts, or failed for good: the dead letters, for an administrator."""
     CANCELLED = "cancelled"
     """Withdrawn by an administrator."""
+    IGNORED = "ignored"
+    """Stored, but the node's filter does not select it for analysis; ``retry`` analyses it."""
 
 
 class DeliveryStatus(enum.Enum):

@@ -120,6 +120,7 @@ class JobQueue:
         sop_class_uid: str,
         calling_ae: str,
         spool_path: Path | str,
+        analyse: bool = True,
     ) -> Enqueued:
         """Queue a received instance for analysis, once per SOP Instance UID.
 
@@ -133,11 +134,14 @@ class JobQueue:
           given up; a deliberate re-send (a fixed file, a resolved fault) earns a new
           round.
         * CANCELLED: nothing; an administrator withdrew it and ``retry`` undoes that.
+        * IGNORED: nothing; the filter passed it over, and ``retry`` analyses it anyway.
 
         Parameters
         ----------
         spool_path
             Where the received file was written durably.
+        analyse
+            False records a new instance as IGNORED: kept, not analysed.
 
         Returns
         -------
@@ -154,6 +158,7 @@ class JobQueue:
                 sop_class_uid,
                 calling_ae,
                 str(spool_path),
+                analyse,
             )
         except IntegrityError:
             # Two associations delivered the same instance at once and the other
@@ -166,6 +171,7 @@ class JobQueue:
                 sop_class_uid,
                 calling_ae,
                 str(spool_path),
+                analyse,
             )
 
     def _enqueue(
@@ -176,6 +182,7 @@ class JobQueue:
         sop_class_uid: str,
         calling_ae: str,
         spool_path: str,
+        analyse: bool,
     ) -> Enqueued:
         with write_session(self._sessions) as session:
             now = self._now()
@@ -192,7 +199,7 @@ class JobQueue:
                     sop_class_uid=sop_class_uid,
                     calling_ae=calling_ae,
                     spool_path=spool_path,
-                    status=JobStatus.QUEUED,
+                    status=JobStatus.QUEUED if analyse else JobStatus.IGNORED,
                     attempts=0,
                     max_attempts=self._job_policy.max_attempts,
                     not_before=now,
@@ -386,14 +393,14 @@ class JobQueue:
     # --- administration ----------------------------------------------------------------
 
     def retry(self, job_id: int) -> Job:
-        """Queue a DEAD, FAILED or CANCELLED job again, due now, with fresh attempts.
+        """Queue a DEAD, FAILED, CANCELLED or IGNORED job again, due now, with fresh attempts.
 
         Raises
         ------
         JobStateError
             The job does not exist or is QUEUED, RUNNING or SUCCEEDED.
         """
-        allowed = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
+        allowed = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.IGNORED)
         with write_session(self._sessions) as session:
             now = self._now()
             record = _job_in(session, job_id, allowed, "retried")

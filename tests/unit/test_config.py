@@ -20,6 +20,7 @@ from pacsnode.config import (
     Unmatched,
     load_settings,
 )
+from pacsnode.config.settings import SHIPPED_MODELS_DIR
 from pacsnode.errors import ConfigError, PacsnodeError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "pacsnode.toml"
@@ -48,7 +49,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.storage.spool_dir == tmp_path / "data" / "spool"
     assert settings.database.url == f"sqlite:///{tmp_path / 'data' / 'pacsnode.db'}"
     assert settings.analysis.device == "cpu"
-    assert settings.analysis.models_dir == tmp_path / "models"
+    assert settings.analysis.models_dir == SHIPPED_MODELS_DIR
     assert settings.destinations == ()
     assert settings.security.allowed_calling_aets == ()
     assert settings.filter.modalities == ("DX", "CR")
@@ -157,7 +158,8 @@ def test_relative_paths_resolve_against_the_file(
     assert settings.database.url == f"sqlite:///{etc / 'db' / 'queue.db'}"
     # Defaults follow the file; environment values follow the working directory.
     assert settings.analysis.models_dir == elsewhere / "weights"
-    assert load_settings(path, {}).analysis.models_dir == etc / "models"
+    # Unset, the models are the shipped ones wherever the file is.
+    assert load_settings(path, {}).analysis.models_dir == SHIPPED_MODELS_DIR
 
 
 def test_absolute_paths_and_other_databases_are_kept(tmp_path: Path) -> None:

@@ -1,0 +1,185 @@
+"""The running node: listener, analysis loops and delivery loop, assembled from settings.
+
+``pacsnode serve`` is a thin shell around :class:`Node`; tests start one in-process.
+"""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from pacsnode import __version__
+from pacsnode.audit import AuditEvent, AuditLog, Outcome
+from pacsnode.config.settings import Settings
+from pacsnode.db import create_schema, make_engine
+from pacsnode.jobs import JobQueue, RetryPolicy
+
+__all__ = ["RESULTS_SUBDIR", "Node", "Role"]
+
+log = logging.getLogger(__name__)
+
+RESULTS_SUBDIR = "results"
+"""Result objects wait under ``<data_dir>/results`` until every destination has them."""
+
+
+class Role(enum.StrEnum):
+    """What one node process runs."""
+
+    ALL = "all"
+    """Listener and worker together: the default, one process."""
+    RECEIVER = "receiver"
+    """Only the listener; workers elsewhere share its database and spool."""
+    WORKER = "worker"
+    """Only analysis and delivery."""
+
+    @property
+    def receives(self) -> bool:
+        return self is not Role.WORKER
+
+    @property
+    def works(self) -> bool:
+        return self is not Role.RECEIVER
+
+
+@dataclass
+class Node:
+    """One node process.
+
+    Parameters
+    ----------
+    settings
+        Validated settings.
+    role
+        Which parts to run.
+    """
+
+    settings: Settings
+    role: Role = Role.ALL
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+    _scp: object | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        """Open the database, load the models, start the loops, then listen.
+
+        The models load before the listener opens, so a node that cannot analyse does not
+        accept films it would only queue.
+
+        Raises
+        ------
+        ModelError
+            The weights are missing or altered.
+        OSError
+            The port cannot be bound, or the data directory cannot be created.
+        """
+        settings = self.settings
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.storage.spool_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database.url)
+        create_schema(engine)
+        worker = settings.worker
+        self.queue = JobQueue(
+            engine,
+            job_policy=RetryPolicy(
+                worker.max_attempts, worker.backoff_base_seconds, worker.backoff_max_seconds
+            ),
+            delivery_policy=RetryPolicy(
+                worker.delivery_max_attempts,
+                worker.delivery_backoff_base_seconds,
+                worker.delivery_backoff_max_seconds,
+            ),
+        )
+        self.audit = AuditLog(engine)
+        if self.role.works:
+            self._start_worker()
+        if self.role.receives:
+            from pacsnode.receive import StorageSCP
+
+            scp = StorageSCP(settings, self.queue, self.audit)
+            scp.start()
+            self._scp = scp
+        self._record(AuditEvent.NODE_STARTED)
+
+    def _start_worker(self) -> None:
+        from pacsnode.worker import Analyst, DeliveryLoop, JobLoop
+
+        settings = self.settings
+        analyst = Analyst.load(
+            settings.analysis.models_dir,
+            settings.storage.data_dir / RESULTS_SUBDIR,
+            device=settings.analysis.device,
+        )
+        lease = settings.worker.lease_seconds
+        for index in range(settings.worker.concurrency):
+            self._threads.append(
+                JobLoop(
+                    f"analysis-{index}",
+                    self.queue,
+                    self.audit,
+                    self._stop,
+                    analyst=analyst,
+                    destinations=settings.destinations,
+                    lease_seconds=lease,
+                )
+            )
+        self._threads.append(
+            DeliveryLoop(
+                "delivery",
+                self.queue,
+                self.audit,
+                self._stop,
+                destinations=settings.destinations,
+                calling_ae=settings.node.ae_title,
+                lease_seconds=lease,
+            )
+        )
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the listener is bound, or None without one."""
+        return None if self._scp is None else self._scp.address  # type: ignore[attr-defined]
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let each loop finish (or release) its item, and return.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for each loop; None waits as long as its item takes.
+        """
+        if self._scp is not None:
+            self._scp.stop()  # type: ignore[attr-defined]
+            self._scp = None
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("%s still busy at shutdown; its lease will expire", thread.name)
+        self._threads.clear()
+        if hasattr(self, "audit"):  # not when start() failed before opening the database
+            self._record(AuditEvent.NODE_STOPPED)
+
+    def _record(self, event: AuditEvent) -> None:
+        node = self.settings.node
+        try:
+            self.audit.record(
+                event,
+                Outcome.SUCCESS,
+                actor=f"node:{node.ae_title}:{os.getpid()}:{getpass.getuser()}",
+                details={
+                    "role": self.role.value,
+                    "version": __version__,
+                    "port": node.port,
+                    "config": None if self.settings.source is None else str(self.settings.source),
+                },
+            )
+        except Exception:
+            log.exception("audit entry %s could not be written", event.value)

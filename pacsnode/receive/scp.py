@@ -1,0 +1,322 @@
+"""The DICOM listener: Verification and Storage SCP that spools films and queues them.
+
+The C-STORE handler is short on purpose: check, write durably, enqueue, answer. Analysis
+runs in the worker, never in an association thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from sqlalchemy.exc import SQLAlchemyError
+
+from pacsnode.audit import AuditEvent, AuditLog, Outcome
+from pacsnode.config.settings import (
+    CR_IMAGE_STORAGE,
+    DX_FOR_PRESENTATION_STORAGE,
+    DX_FOR_PROCESSING_STORAGE,
+    SECONDARY_CAPTURE_STORAGE,
+    Settings,
+    Unmatched,
+)
+from pacsnode.errors import ImageReadError
+from pacsnode.imaging.reader import SUPPORTED_TRANSFER_SYNTAXES, FilmHeader, inspect_film
+from pacsnode.jobs import JobQueue
+from pacsnode.receive.spool import Spool, SpoolFullError, is_uid
+from pacsnode.receive.statuses import Refusal, StoreStatus, answer, refusal_for_read_error
+
+__all__ = ["FILM_SOP_CLASSES", "Peer", "StorageSCP"]
+
+log = logging.getLogger(__name__)
+
+FILM_SOP_CLASSES: Final = frozenset(
+    {
+        DX_FOR_PRESENTATION_STORAGE,
+        DX_FOR_PROCESSING_STORAGE,
+        CR_IMAGE_STORAGE,
+        SECONDARY_CAPTURE_STORAGE,
+    }
+)
+"""The SOP classes the node keeps: single-frame projection films."""
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 §9.3.4: rejected permanent by the
+# service user, calling AE title not recognised / no reason given.
+_REJECT_CALLING_AE: Final = (0x01, 0x01, 0x03)
+_REJECT_NO_REASON: Final = (0x01, 0x01, 0x01)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The other end of an association, as the audit log names it."""
+
+    ae_title: str
+    address: str
+    port: int
+
+    @classmethod
+    def of(cls, assoc: Any) -> Peer:
+        requestor = assoc.requestor
+        # Before negotiation (EVT_REQUESTED) the title is only in the A-ASSOCIATE request.
+        primitive = requestor.primitive
+        title = primitive.calling_ae_title if primitive is not None else requestor.ae_title
+        return cls(str(title).strip(), str(requestor.address), int(requestor.port))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.address}:{self.port}"
+
+
+class StorageSCP:
+    """The node's listener.
+
+    Parameters
+    ----------
+    settings
+        The node's settings: AE title, address, limits, allow-lists, filter.
+    queue
+        Where received films are queued.
+    audit
+        Where associations and instances are recorded.
+    spool
+        Where received files are kept; by default the configured spool directory.
+
+    Notes
+    -----
+    Every storage SOP class is negotiated, not only the films the node reads, so a
+    sender that routes a CT here gets a C-STORE failure status it can log (and an audit
+    row here) instead of an anonymous presentation-context rejection.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        audit: AuditLog,
+        spool: Spool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.audit = audit
+        self.spool = spool or Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
+        self._server: Any = None
+
+    def start(self) -> None:
+        """Listen on the configured address; returns once the socket is bound.
+
+        Raises
+        ------
+        OSError
+            The port is in use or cannot be bound.
+        """
+        node = self.settings.node
+        ae = AE(ae_title=node.ae_title)
+        ae.maximum_associations = node.max_associations
+        ae.add_supported_context(Verification)
+        syntaxes = [str(uid) for uid in SUPPORTED_TRANSFER_SYNTAXES]
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        self._server = ae.start_server((node.host, node.port), block=False, evt_handlers=handlers)
+        log.info("listening as %s on %s:%d", node.ae_title, *self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) bound; the port is the real one when 0 was configured."""
+        if self._server is None:
+            raise RuntimeError("the listener is not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        """Stop accepting associations; those in progress are closed."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+            log.info("listener stopped")
+
+    # --- associations ------------------------------------------------------------------
+
+    def _on_requested(self, event: Any) -> None:
+        peer = Peer.of(event.assoc)
+        security = self.settings.security
+        if not security.allows_calling_ae(peer.ae_title):
+            reason, rsd = f"calling AE title {peer.ae_title!r} is not allowed", _REJECT_CALLING_AE
+        elif not security.allows_host(peer.address):
+            reason, rsd = f"peer address {peer.address} is not allowed", _REJECT_NO_REASON
+        else:
+            return
+        log.warning("association from %s rejected: %s", peer, reason)
+        event.assoc.acse.send_reject(*rsd)
+        # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is on
+        # the wire and the DUL idle, or closing the socket races it and the peer sees an
+        # abort instead of the reason.
+        event.assoc.kill()
+        self._record(AuditEvent.ASSOCIATION_REJECTED, Outcome.FAILURE, peer, reason=reason)
+
+    def _on_accepted(self, event: Any) -> None:
+        peer = Peer.of(event.assoc)
+        contexts = sorted({str(cx.abstract_syntax) for cx in event.assoc.accepted_contexts})
+        self._record(
+            AuditEvent.ASSOCIATION_ACCEPTED, Outcome.SUCCESS, peer, details={"contexts": contexts}
+        )
+
+    def _on_rejected(self, event: Any) -> None:
+        # pynetdicom's own rejections; the allow-lists reject in _on_requested.
+        peer = Peer.of(event.assoc)
+        reason = "association limit reached" if self._at_limit(event.assoc) else "rejected"
+        log.warning("association from %s rejected: %s", peer, reason)
+        self._record(AuditEvent.ASSOCIATION_REJECTED, Outcome.FAILURE, peer, reason=reason)
+
+    def _at_limit(self, assoc: Any) -> bool:
+        acceptors = [a for a in assoc.ae.active_associations if a.is_acceptor]
+        return len(acceptors) > self.settings.node.max_associations
+
+    def _on_echo(self, event: Any) -> int:
+        return int(StoreStatus.SUCCESS)
+
+    # --- C-STORE -----------------------------------------------------------------------
+
+    def _on_store(self, event: Any) -> Dataset:
+        peer = Peer.of(event.assoc)
+        request = event.request
+        sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+        try:
+            return self._receive(event, peer, sop_instance_uid)
+        except Refusal as refusal:
+            log.warning(
+                "instance %s from %s refused (0x%04X): %s",
+                sop_instance_uid,
+                peer,
+                refusal.status,
+                refusal.comment,
+            )
+            self._record(
+                AuditEvent.INSTANCE_REFUSED,
+                Outcome.FAILURE,
+                peer,
+                sop_instance_uid=sop_instance_uid or None,
+                reason=refusal.comment,
+                details={"status": f"0x{refusal.status:04X}"},
+            )
+            return answer(refusal.status, refusal.comment)
+        except Exception:
+            # A fault of the node itself: the sender keeps the image and may retry.
+            log.exception("instance %s from %s: internal error", sop_instance_uid, peer)
+            self._record(
+                AuditEvent.INSTANCE_REFUSED,
+                Outcome.FAILURE,
+                peer,
+                sop_instance_uid=sop_instance_uid or None,
+                reason="internal error; see the node's log",
+                details={"status": f"0x{StoreStatus.PROCESSING_FAILURE:04X}"},
+            )
+            return answer(StoreStatus.PROCESSING_FAILURE, "Internal error in pacsnode")
+
+    def _receive(self, event: Any, peer: Peer, sop_instance_uid: str) -> Dataset:
+        sop_class_uid = str(event.request.AffectedSOPClassUID or "")
+        if sop_class_uid not in FILM_SOP_CLASSES:
+            name = UID(sop_class_uid).name if sop_class_uid else "no SOP class"
+            raise Refusal(
+                StoreStatus.SOP_CLASS_NOT_SUPPORTED, f"{name}: pacsnode takes DX, CR, SC films"
+            )
+        if not is_uid(sop_instance_uid):
+            raise Refusal(
+                StoreStatus.CANNOT_UNDERSTAND, f"Affected SOP Instance UID {sop_instance_uid!r}"
+            )
+        data = event.encoded_dataset()
+        header = self._checked_header(data, sop_class_uid, sop_instance_uid)
+        selected = self.settings.filter.matches(
+            modality=header.modality,
+            body_part=header.body_part_examined,
+            view_position=header.view_position,
+            sop_class_uid=header.sop_class_uid,
+        )
+        if not selected and self.settings.filter.unmatched is Unmatched.REFUSE:
+            raise Refusal(StoreStatus.NOT_AUTHORISED, "Not a film this node is set to analyse")
+        try:
+            path = self.spool.store(sop_instance_uid, data)
+        except SpoolFullError as exc:
+            raise Refusal(StoreStatus.OUT_OF_RESOURCES, f"Out of disk: {exc}") from exc
+        except OSError as exc:
+            raise Refusal(
+                StoreStatus.OUT_OF_RESOURCES, f"Cannot write the spool: {exc.strerror}"
+            ) from exc
+        try:
+            queued = self.queue.enqueue(
+                sop_instance_uid=sop_instance_uid,
+                study_instance_uid=header.study_instance_uid,
+                series_instance_uid=header.series_instance_uid,
+                sop_class_uid=sop_class_uid,
+                calling_ae=peer.ae_title,
+                spool_path=path,
+                analyse=selected,
+            )
+        except SQLAlchemyError as exc:
+            log.error("queue unavailable for %s: %s", sop_instance_uid, exc)
+            raise Refusal(StoreStatus.OUT_OF_RESOURCES, "Queue database unavailable") from exc
+        event_kind = AuditEvent.INSTANCE_RECEIVED if selected else AuditEvent.INSTANCE_IGNORED
+        log.info(
+            "instance %s from %s %s as job %d",
+            sop_instance_uid,
+            peer,
+            "queued" if selected else "kept unanalysed",
+            queued.job.id,
+        )
+        self._record(
+            event_kind,
+            Outcome.SUCCESS,
+            peer,
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=header.study_instance_uid,
+            job_id=queued.job.id,
+            reason=None if selected else "not selected by the filter",
+            details={
+                "sop_class_uid": sop_class_uid,
+                "transfer_syntax": header.transfer_syntax_uid,
+                "bytes": len(data),
+                "resent": queued.existed,
+                "requeued": queued.requeued,
+                "job_status": queued.job.status.value,
+            },
+        )
+        return answer(StoreStatus.SUCCESS)
+
+    def _checked_header(self, data: bytes, sop_class_uid: str, sop_instance_uid: str) -> FilmHeader:
+        try:
+            header = inspect_film(data)
+        except ImageReadError as exc:
+            raise refusal_for_read_error(exc) from exc
+        mismatch = StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        if header.sop_instance_uid != sop_instance_uid:
+            raise Refusal(mismatch, "SOP Instance UID differs from the C-STORE request")
+        if header.sop_class_uid != sop_class_uid:
+            raise Refusal(mismatch, "SOP Class UID differs from the C-STORE request")
+        for name, value in (
+            ("Study Instance UID", header.study_instance_uid),
+            ("Series Instance UID", header.series_instance_uid),
+        ):
+            if not is_uid(value):
+                raise Refusal(mismatch, f"{name} missing or malformed")
+        return header
+
+    # --- audit -------------------------------------------------------------------------
+
+    def _record(self, event: AuditEvent, outcome: Outcome, peer: Peer, **fields: Any) -> None:
+        # An audit failure must not turn a durably received film into a refusal, nor kill
+        # the association thread: log it loudly instead.
+        try:
+            self.audit.record(event, outcome, actor=str(peer), **fields)
+        except Exception:
+            log.exception("audit entry %s for %s could not be written", event.value, peer)

@@ -1,0 +1,320 @@
+"""The worker's two loops: analyse queued films, and send their results.
+
+They are separate on purpose: a PACS outage holds up sends, never analysis, and a sent
+result is never analysed again. Each loop is a thread that leases one item at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pacsnode.audit import AuditEvent, AuditLog, Outcome
+from pacsnode.config.settings import Destination
+from pacsnode.errors import JobStateError
+from pacsnode.export.sender import send_file
+from pacsnode.jobs import Delivery, Job, JobQueue, JobStatus
+from pacsnode.worker.analyst import Analyst, is_permanent
+
+__all__ = ["DeliveryLoop", "JobLoop", "worker_name"]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+"""How long an idle loop waits before asking the queue again."""
+
+
+def worker_name(role: str) -> str:
+    """A lease owner name that tells hosts, processes and loops apart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}"
+
+
+class _Loop(threading.Thread):
+    """A thread that repeats :meth:`step` until stopped, resting when there is nothing."""
+
+    def __init__(self, name: str, queue: JobQueue, audit: AuditLog, stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.worker_id = worker_name(name)
+        self.queue = queue
+        self.audit = audit
+        self.stop = stop
+
+    def run(self) -> None:
+        log.info("%s started", self.worker_id)
+        while not self.stop.is_set():
+            try:
+                busy = self.step()
+            except Exception:
+                # The database may be away for a moment; never let the loop die of it.
+                log.exception("%s: step failed; trying again shortly", self.worker_id)
+                busy = False
+            if not busy:
+                self.stop.wait(POLL_SECONDS)
+        log.info("%s stopped", self.worker_id)
+
+    def step(self) -> bool:
+        """Do one item's work; False when there was nothing to do."""
+        raise NotImplementedError
+
+    def _record(self, event: AuditEvent, outcome: Outcome, **fields: Any) -> None:
+        try:
+            self.audit.record(event, outcome, actor=f"worker:{self.worker_id}", **fields)
+        except Exception:
+            log.exception("audit entry %s could not be written", event.value)
+
+
+class JobLoop(_Loop):
+    """Claims analysis jobs, runs the stack, and queues one delivery per result and
+    destination.
+
+    Parameters
+    ----------
+    analyst
+        The loaded analysis stack.
+    destinations
+        Where results go.
+    lease_seconds
+        How long a claim lasts without renewal; renewed every third of it while busy.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        queue: JobQueue,
+        audit: AuditLog,
+        stop: threading.Event,
+        *,
+        analyst: Analyst,
+        destinations: Sequence[Destination],
+        lease_seconds: float,
+    ) -> None:
+        super().__init__(name, queue, audit, stop)
+        self.analyst = analyst
+        self.destinations = tuple(destinations)
+        self.lease_seconds = lease_seconds
+
+    def step(self) -> bool:
+        self._reap()
+        job = self.queue.claim(self.worker_id, self.lease_seconds)
+        if job is None:
+            return False
+        fields = _job_fields(job)
+        if self.stop.is_set():
+            self.queue.release(job.id, self.worker_id)
+            self._record(AuditEvent.JOB_RELEASED, Outcome.SUCCESS, reason="node stopping", **fields)
+            return True
+        self._record(
+            AuditEvent.JOB_CLAIMED,
+            Outcome.SUCCESS,
+            details={"attempt": job.attempts, "max_attempts": job.max_attempts},
+            **fields,
+        )
+        try:
+            with self._lease_kept(job):
+                analysis = self.analyst.analyse(job.spool_path)
+                for result in analysis.results:
+                    for destination in self.destinations:
+                        self.queue.add_delivery(
+                            job.id,
+                            destination=destination.name,
+                            kind=result.kind,
+                            sop_instance_uid=result.sop_instance_uid,
+                            path=result.path,
+                        )
+        except Exception as exc:
+            self._failed(job, exc)
+            return True
+        self.queue.succeed(job.id, self.worker_id)
+        if analysis.results and not self.destinations:
+            outcome, reason = Outcome.WARNING, f"{analysis.finding}; no destinations configured"
+        elif analysis.results:
+            outcome, reason = Outcome.SUCCESS, analysis.finding
+        else:
+            outcome, reason = Outcome.WARNING, analysis.finding
+        self._record(
+            AuditEvent.JOB_SUCCEEDED,
+            outcome,
+            reason=reason,
+            details={
+                "seconds": round(analysis.seconds, 3),
+                "results": {r.kind: r.sop_instance_uid for r in analysis.results},
+                "model_version": self.analyst.algorithm.version,
+            },
+            **fields,
+        )
+        return True
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        permanent = is_permanent(exc)
+        message = f"{type(exc).__name__}: {exc}"
+        if permanent:
+            log.warning("job %d failed for good: %s", job.id, message)
+        else:
+            log.exception("job %d failed", job.id)
+        try:
+            after = self.queue.fail(job.id, self.worker_id, message, retryable=not permanent)
+        except JobStateError as lost:
+            # The lease ran out meanwhile and another worker may hold it: not ours to end.
+            log.warning("job %d: %s", job.id, lost)
+            return
+        dead = after.status is JobStatus.DEAD
+        self._record(
+            AuditEvent.JOB_DEAD if dead else AuditEvent.JOB_FAILED,
+            Outcome.FAILURE if dead else Outcome.WARNING,
+            reason=message,
+            details={
+                "attempt": after.attempts,
+                "max_attempts": after.max_attempts,
+                "retryable": not permanent,
+                "next_attempt": None if dead else after.not_before.isoformat(),
+            },
+            **_job_fields(job),
+        )
+
+    def _reap(self) -> None:
+        reaped = self.queue.reap_expired()
+        for job in reaped.jobs:
+            self._record(
+                AuditEvent.JOB_DEAD, Outcome.FAILURE, reason=job.last_error, **_job_fields(job)
+            )
+        for delivery in reaped.deliveries:
+            self._record(
+                AuditEvent.RESULT_FAILED,
+                Outcome.FAILURE,
+                reason=delivery.last_error,
+                job_id=delivery.job_id,
+                sop_instance_uid=delivery.sop_instance_uid,
+                details={"destination": delivery.destination, "dead": True},
+            )
+
+    @contextlib.contextmanager
+    def _lease_kept(self, job: Job) -> Iterator[None]:
+        """Renew the job's lease in the background while the block runs."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                try:
+                    self.queue.heartbeat(job.id, self.worker_id, self.lease_seconds)
+                except JobStateError as exc:
+                    log.warning("job %d: lease lost: %s", job.id, exc)
+                    return
+                except Exception:
+                    log.exception("job %d: heartbeat failed", job.id)
+
+        keeper = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
+
+
+class DeliveryLoop(_Loop):
+    """Sends result objects by C-STORE, one delivery at a time, retrying on the
+    deliveries' own schedule.
+
+    Parameters
+    ----------
+    destinations
+        The configured destinations, by name.
+    calling_ae
+        The node's AE title.
+    lease_seconds
+        How long a claimed delivery is held.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        queue: JobQueue,
+        audit: AuditLog,
+        stop: threading.Event,
+        *,
+        destinations: Sequence[Destination],
+        calling_ae: str,
+        lease_seconds: float,
+    ) -> None:
+        super().__init__(name, queue, audit, stop)
+        self.destinations = {d.name: d for d in destinations}
+        self.calling_ae = calling_ae
+        self.lease_seconds = lease_seconds
+
+    def step(self) -> bool:
+        delivery = self.queue.claim_delivery(self.worker_id, self.lease_seconds)
+        if delivery is None:
+            return False
+        if self.stop.is_set():
+            self.queue.release_delivery(delivery.id, self.worker_id)
+            return True
+        destination = self.destinations.get(delivery.destination)
+        if destination is None:
+            self._failed(
+                delivery,
+                f"destination {delivery.destination!r} is no longer configured",
+                retryable=False,
+            )
+            return True
+        try:
+            result = send_file(delivery.path, destination, self.calling_ae)
+        except Exception as exc:  # the results file is missing or damaged
+            self._failed(delivery, f"cannot read {delivery.path}: {exc}", retryable=False)
+            return True
+        if result.ok:
+            self.queue.delivery_sent(delivery.id, self.worker_id)
+            self._record(
+                AuditEvent.RESULT_SENT,
+                Outcome.SUCCESS,
+                reason=result.detail,
+                **self._fields(delivery),
+            )
+        else:
+            self._failed(delivery, result.detail, retryable=result.retryable)
+        return True
+
+    def _failed(self, delivery: Delivery, reason: str, *, retryable: bool) -> None:
+        after = self.queue.delivery_failed(delivery.id, self.worker_id, reason, retryable=retryable)
+        log.warning(
+            "delivery %d (%s to %s) failed, attempt %d of %d: %s",
+            delivery.id,
+            delivery.kind,
+            delivery.destination,
+            after.attempts,
+            after.max_attempts,
+            reason,
+        )
+        fields = self._fields(delivery)
+        fields["details"] |= {
+            "attempt": after.attempts,
+            "max_attempts": after.max_attempts,
+            "dead": after.status.value == "dead",
+            "next_attempt": after.not_before.isoformat(),
+        }
+        self._record(AuditEvent.RESULT_FAILED, Outcome.FAILURE, reason=reason, **fields)
+
+    def _fields(self, delivery: Delivery) -> dict[str, Any]:
+        job = self.queue.get(delivery.job_id)
+        return {
+            "job_id": delivery.job_id,
+            "sop_instance_uid": delivery.sop_instance_uid,
+            "study_instance_uid": None if job is None else job.study_instance_uid,
+            "details": {
+                "destination": delivery.destination,
+                "kind": delivery.kind,
+                "source_sop_instance_uid": None if job is None else job.sop_instance_uid,
+            },
+        }
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "sop_instance_uid": job.sop_instance_uid,
+        "study_instance_uid": job.study_instance_uid,
+    }
