@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pacsnode import __version__
+from pacsnode.cli.admin import add_admin_commands
+from pacsnode.cli.serve import add_serve_command
 from pacsnode.errors import PacsnodeError
 
 __all__ = ["main"]
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_calibrate(sub)
+    add_serve_command(sub)
+    add_admin_commands(sub)
     an = sub.add_parser(
         "analyze",
         help="analyse films offline: write the SEG, the SR and a PNG overlay",

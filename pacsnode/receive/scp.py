@@ -158,12 +158,13 @@ class StorageSCP:
         else:
             return
         log.warning("association from %s rejected: %s", peer, reason)
+        # Audited first: once the peer has its answer, the record must already exist.
+        self._record(AuditEvent.ASSOCIATION_REJECTED, Outcome.FAILURE, peer, reason=reason)
         event.assoc.acse.send_reject(*rsd)
         # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is on
         # the wire and the DUL idle, or closing the socket races it and the peer sees an
         # abort instead of the reason.
         event.assoc.kill()
-        self._record(AuditEvent.ASSOCIATION_REJECTED, Outcome.FAILURE, peer, reason=reason)
 
     def _on_accepted(self, event: Any) -> None:
         peer = Peer.of(event.assoc)

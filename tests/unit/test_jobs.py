@@ -578,3 +578,24 @@ def test_a_sender_dying_on_its_last_attempt_is_reaped(engine: Engine, clock: Fak
     assert reaped.jobs == ()
     assert [d.id for d in reaped.deliveries] == [delivery_id]
     assert reaped.deliveries[0].status is DeliveryStatus.DEAD
+
+
+def test_an_unselected_instance_is_kept_ignored_until_an_administrator_retries_it(
+    queue: JobQueue,
+) -> None:
+    ignored = queue.enqueue(
+        sop_instance_uid="1.2.826.0.1.77",
+        study_instance_uid="1.2.826.0.1",
+        series_instance_uid="1.2.826.0.1.0",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+        calling_ae="MODALITY1",
+        spool_path="/spool/77.dcm",
+        analyse=False,
+    ).job
+    assert ignored.status is JobStatus.IGNORED
+    assert queue.claim("w1", 60) is None  # never analysed on its own
+    again = enqueue(queue, 77)
+    assert again.existed and not again.requeued and again.job.status is JobStatus.IGNORED
+    assert queue.retry(ignored.id).status is JobStatus.QUEUED
+    claimed = queue.claim("w1", 60)
+    assert claimed is not None and claimed.id == ignored.id
