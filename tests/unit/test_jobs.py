@@ -474,6 +474,7 @@ def test_listing_and_counting(queue: JobQueue, clock: FakeClock) -> None:
         JobStatus.FAILED: 0,
         JobStatus.DEAD: 1,
         JobStatus.CANCELLED: 0,
+        JobStatus.IGNORED: 0,
     }
     assert queue.oldest_waiting() == jobs[2]
 
