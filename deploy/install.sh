@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up pacsnode on a fresh machine: system tools (dcmtk, Orthanc for the end-to-end
-# tests), a virtual environment in .venv, CPU PyTorch, and the package with its test extras.
+# tests, PostgreSQL for the database tests), a virtual environment in .venv, CPU PyTorch,
+# and the package with its test extras.
 #
 #   bash deploy/install.sh            # everything
 #   bash deploy/install.sh --no-system   # skip apt-get (no root, or tools already there)
@@ -20,15 +21,18 @@ done
 
 if [[ $with_system == 1 ]]; then
     if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-        echo "==> system packages: dcmtk orthanc"
+        echo "==> system packages: dcmtk orthanc postgresql"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends dcmtk orthanc >/dev/null
-        # The Debian package starts a system Orthanc on 4242/8042; tests run their own.
-        if command -v systemctl >/dev/null; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi
-        service orthanc stop >/dev/null 2>&1 || true
+        apt-get install -y -qq --no-install-recommends dcmtk orthanc postgresql >/dev/null
+        # The Debian packages start a system Orthanc on 4242/8042 and a PostgreSQL cluster
+        # on 5432; tests run their own of each.
+        for daemon in orthanc postgresql; do
+            if command -v systemctl >/dev/null; then systemctl disable --now "$daemon" >/dev/null 2>&1 || true; fi
+            service "$daemon" stop >/dev/null 2>&1 || true
+        done
     else
-        echo "==> skipping apt-get (not root or no apt): install dcmtk and orthanc yourself" >&2
+        echo "==> skipping apt-get (not root or no apt): install dcmtk, orthanc and postgresql yourself" >&2
     fi
 fi
 

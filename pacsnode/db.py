@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import DateTime, Dialect, Engine, create_engine, event
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy import DateTime, Dialect, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -34,6 +34,9 @@ SQLITE_BEGIN: Final = "pacsnode_sqlite_begin"
 """Execution option naming the SQLite ``BEGIN`` mode of a connection's transactions."""
 
 _BEGIN_MODES: Final = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+
+_SCHEMA_LOCK: Final = 0x7061_6373_6E6F_6465
+"""PostgreSQL advisory lock key ("pacsnode" in ASCII) held while creating the schema."""
 
 Clock = Callable[[], datetime]
 """Returns the current time, UTC-aware; stores take one so tests can fix the time."""
@@ -102,6 +105,10 @@ def make_engine(url: str | URL, *, busy_timeout_ms: int = 30_000, **kwargs: Any)
     **kwargs
         Passed to :func:`sqlalchemy.create_engine`.
     """
+    if make_url(url).get_backend_name() != "sqlite":
+        # A database server restarts now and then; test each pooled connection before use
+        # so a restart costs a reconnect, not one failed job per stale connection.
+        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, int(busy_timeout_ms))
@@ -139,13 +146,28 @@ def is_configured(engine: Engine) -> bool:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table, index and trigger of the node that does not exist yet."""
+    """Create every table, index and trigger of the node that does not exist yet.
+
+    Processes starting together on one database (a receiver and its workers) take turns:
+    the first creates the schema, the others then find it.
+    """
     # Importing the model modules registers their tables on Base; they are imported
     # here, not at the top, because they import Base from this module.
     import pacsnode.audit.log
     import pacsnode.jobs.models  # noqa: F401
 
-    Base.metadata.create_all(engine)
+    # Checking for a table and creating it are separate statements, so two processes
+    # could both find it missing and one's CREATE fail. One transaction holding a lock
+    # first makes the pair atomic: an advisory lock on PostgreSQL, the write lock on
+    # SQLite (BEGIN IMMEDIATE, waiting out the busy timeout).
+    with engine.connect() as connection:
+        connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                )
+            Base.metadata.create_all(connection)
 
 
 def make_sessionmaker(bind: Engine | sessionmaker[Session]) -> sessionmaker[Session]:

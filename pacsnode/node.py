@@ -80,6 +80,7 @@ class Node:
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
         settings.storage.spool_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database.url)
+        self._engine = engine
         create_schema(engine)
         worker = settings.worker
         self.queue = JobQueue(
@@ -166,6 +167,8 @@ class Node:
         self._threads.clear()
         if hasattr(self, "audit"):  # not when start() failed before opening the database
             self._record(AuditEvent.NODE_STOPPED)
+        if hasattr(self, "_engine"):
+            self._engine.dispose()
 
     def _record(self, event: AuditEvent) -> None:
         node = self.settings.node

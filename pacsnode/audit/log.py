@@ -74,9 +74,10 @@ for _operation in ("UPDATE", "DELETE"):
         ).execute_if(dialect="sqlite"),
     )
 
-# PostgreSQL: one trigger function for row UPDATE/DELETE and for TRUNCATE. Written for
-# PostgreSQL 11+ and not exercised by the unit tests, which have no server; test it
-# against a real server before relying on it. Other backends get no trigger.
+# PostgreSQL: one trigger function for row UPDATE/DELETE and for TRUNCATE (EXECUTE
+# FUNCTION needs PostgreSQL 11+). tests/integration/test_postgres.py runs UPDATE, DELETE
+# and TRUNCATE against a real server and checks each is refused. Other backends get no
+# trigger.
 _POSTGRESQL_DDL: Final = (
     f"""CREATE OR REPLACE FUNCTION {_TABLE}_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -251,10 +251,12 @@ def test_cli_rejects_bad_arguments(
 
 
 def test_dicom_uids_are_the_same_for_the_same_case(written: list[tuple[Path, dict]]) -> None:
-    path, truth, _ = written[0]
-    seed, index = (int(p) for p in truth["case_id"].split("-"))
-    again = make_phantom(seed, index, "mixed").dataset()
-    first = pydicom.dcmread(path, stop_before_pixels=True)
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        assert again[keyword].value == first[keyword].value
-        assert str(first[keyword].value).startswith("2.25.")
+    # Every transfer syntax: pydicom's compress() would draw a fresh SOP Instance UID.
+    for path, truth, _ in written:
+        seed, index = (int(p) for p in truth["case_id"].split("-"))
+        again = make_phantom(seed, index, "mixed").dataset()
+        first = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            assert again[keyword].value == first[keyword].value, (path.name, keyword)
+            assert str(first[keyword].value).startswith("2.25.")
+        assert again.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID

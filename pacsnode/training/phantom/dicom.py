@@ -200,7 +200,8 @@ def build_dataset(
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = "PACSNODE_010"
     if acq.transfer_syntax in COMPRESSED_SYNTAXES:
-        ds.compress(acq.transfer_syntax, pixels)
+        # pydicom would otherwise give the compressed copy a fresh random UID.
+        ds.compress(acq.transfer_syntax, pixels, generate_instance_uid=False)
     elif acq.transfer_syntax == ImplicitVRLittleEndian:
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     return ds
