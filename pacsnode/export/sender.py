@@ -7,7 +7,6 @@ that send; the caller (the delivery loop) decides whether and when to try again.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,26 +96,9 @@ def _no_association(destination: Destination, assoc: object) -> str:
     return f"no association with {_where(destination)}: not listening, unreachable, or it aborted"
 
 
-def _unreachable(destination: Destination, timeout: float) -> str | None:
-    """Why a TCP connection to ``destination`` cannot be made, or None when it can.
-
-    Tried before pynetdicom, which leaves its socket open when a connection is refused
-    (3.0.4): during an outage the delivery loop would leak one per attempt.
-    """
-    try:
-        with socket.create_connection((destination.host, destination.port), timeout=timeout):
-            return None
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return f"no connection to {_where(destination)}: {reason}"
-
-
 def echo(destination: Destination, calling_ae: str, timeout: float = 10.0) -> EchoResult:
     """C-ECHO ``destination`` as ``calling_ae``; never raises for network trouble."""
     started = time.monotonic()
-    unreachable = _unreachable(destination, timeout)
-    if unreachable is not None:
-        return EchoResult(False, None, unreachable, time.monotonic() - started)
     ae = _client(calling_ae, timeout, [(Verification, [ImplicitVRLittleEndian])])
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
@@ -155,9 +137,6 @@ def send_file(
     sop_class = str(dataset.SOPClassUID)
     if sop_class not in _RESULT_SOP_CLASSES:
         raise InvalidDicomError(f"{path} is not a result object the node sends ({sop_class})")
-    unreachable = _unreachable(destination, timeout)
-    if unreachable is not None:
-        return SendResult(False, None, unreachable)
     ae = _client(calling_ae, timeout, [(sop_class, _TRANSFER_SYNTAXES)])
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:

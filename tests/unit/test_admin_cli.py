@@ -386,7 +386,7 @@ def test_echo_targets(tmp_path: Path, scp_port: int, capsys: pytest.CaptureFixtu
 
     code, out, _ = run(capsys, "echo", "down", "--config", config, "--timeout", "2")
     assert code == 1 and out.startswith("down: FAILED: ")
-    assert "NOBODY@127.0.0.1:" in out and "refused" in out
+    assert "NOBODY@127.0.0.1:" in out and "not listening" in out
 
     code, out, _ = run(capsys, "echo", f"ECHOSCP@127.0.0.1:{scp_port}", "--config", config)
     assert code == 0 and out.startswith(f"ECHOSCP@127.0.0.1:{scp_port}: ok")
