@@ -11,12 +11,17 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pacsnode import __version__
 from pacsnode.audit import AuditEvent, AuditLog, Outcome
 from pacsnode.config.settings import Settings
 from pacsnode.db import create_schema, make_engine
 from pacsnode.jobs import JobQueue, RetryPolicy
+
+if TYPE_CHECKING:
+    from pacsnode.receive import StorageSCP
+    from pacsnode.worker.loops import JobLoop, _Loop
 
 __all__ = ["RESULTS_SUBDIR", "Node", "Role"]
 
@@ -60,8 +65,9 @@ class Node:
     settings: Settings
     role: Role = Role.ALL
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
-    _threads: list[threading.Thread] = field(default_factory=list, init=False)
-    _scp: object | None = field(default=None, init=False)
+    _threads: list[_Loop] = field(default_factory=list, init=False)
+    _job_loops: list[JobLoop] = field(default_factory=list, init=False)
+    _scp: StorageSCP | None = field(default=None, init=False)
 
     def start(self) -> None:
         """Open the database, load the models, start the loops, then listen.
@@ -100,7 +106,7 @@ class Node:
         if self.role.receives:
             from pacsnode.receive import StorageSCP
 
-            scp = StorageSCP(settings, self.queue, self.audit)
+            scp = StorageSCP(settings, self.queue, self.audit, on_queued=self._wake_analysis)
             scp.start()
             self._scp = scp
         self._record(AuditEvent.NODE_STARTED)
@@ -115,8 +121,17 @@ class Node:
             device=settings.analysis.device,
         )
         lease = settings.worker.lease_seconds
+        delivery = DeliveryLoop(
+            "delivery",
+            self.queue,
+            self.audit,
+            self._stop,
+            destinations=settings.destinations,
+            calling_ae=settings.node.ae_title,
+            lease_seconds=lease,
+        )
         for index in range(settings.worker.concurrency):
-            self._threads.append(
+            self._job_loops.append(
                 JobLoop(
                     f"analysis-{index}",
                     self.queue,
@@ -125,26 +140,25 @@ class Node:
                     analyst=analyst,
                     destinations=settings.destinations,
                     lease_seconds=lease,
+                    on_results=delivery.wake.set,
                 )
             )
-        self._threads.append(
-            DeliveryLoop(
-                "delivery",
-                self.queue,
-                self.audit,
-                self._stop,
-                destinations=settings.destinations,
-                calling_ae=settings.node.ae_title,
-                lease_seconds=lease,
-            )
-        )
+        self._threads.extend(self._job_loops)
+        self._threads.append(delivery)
         for thread in self._threads:
             thread.start()
+
+    def _wake_analysis(self) -> None:
+        # One film, one job: waking every loop would only make the others poll for nothing.
+        for loop in self._job_loops:
+            if not loop.wake.is_set():
+                loop.wake.set()
+                return
 
     @property
     def address(self) -> tuple[str, int] | None:
         """Where the listener is bound, or None without one."""
-        return None if self._scp is None else self._scp.address  # type: ignore[attr-defined]
+        return None if self._scp is None else self._scp.address
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let each loop finish (or release) its item, and return.
@@ -155,16 +169,19 @@ class Node:
             Seconds to wait for each loop; None waits as long as its item takes.
         """
         if self._scp is not None:
-            self._scp.stop()  # type: ignore[attr-defined]
+            self._scp.stop()
             self._scp = None
         if self._stop.is_set():
             return
         self._stop.set()
         for thread in self._threads:
+            thread.wake.set()
+        for thread in self._threads:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("%s still busy at shutdown; its lease will expire", thread.name)
         self._threads.clear()
+        self._job_loops.clear()
         if hasattr(self, "audit"):  # not when start() failed before opening the database
             self._record(AuditEvent.NODE_STOPPED)
         if hasattr(self, "_engine"):

@@ -7,6 +7,7 @@ runs in the worker, never in an association thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -85,6 +86,8 @@ class StorageSCP:
         Where associations and instances are recorded.
     spool
         Where received files are kept; by default the configured spool directory.
+    on_queued
+        Called after a film is queued for analysis, to wake a worker in this process.
 
     Notes
     -----
@@ -99,11 +102,13 @@ class StorageSCP:
         queue: JobQueue,
         audit: AuditLog,
         spool: Spool | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.audit = audit
         self.spool = spool or Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
+        self.on_queued = on_queued
         self._server: Any = None
 
     def start(self) -> None:
@@ -267,6 +272,8 @@ class StorageSCP:
         except SQLAlchemyError as exc:
             log.error("queue unavailable for %s: %s", sop_instance_uid, exc)
             raise Refusal(StoreStatus.OUT_OF_RESOURCES, "Queue database unavailable") from exc
+        if selected and self.on_queued is not None:
+            self.on_queued()
         event_kind = AuditEvent.INSTANCE_RECEIVED if selected else AuditEvent.INSTANCE_IGNORED
         log.info(
             "instance %s from %s %s as job %d",

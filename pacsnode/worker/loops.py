@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pacsnode.audit import AuditEvent, AuditLog, Outcome
@@ -43,6 +43,9 @@ class _Loop(threading.Thread):
         self.queue = queue
         self.audit = audit
         self.stop = stop
+        self.wake = threading.Event()
+        """Set by whoever queues work in this process, so an idle loop need not wait out
+        its poll; work queued by other processes is found by polling."""
 
     def run(self) -> None:
         log.info("%s started", self.worker_id)
@@ -53,8 +56,9 @@ class _Loop(threading.Thread):
                 # The database may be away for a moment; never let the loop die of it.
                 log.exception("%s: step failed; trying again shortly", self.worker_id)
                 busy = False
-            if not busy:
-                self.stop.wait(POLL_SECONDS)
+            if not busy and not self.stop.is_set():
+                self.wake.wait(POLL_SECONDS)
+                self.wake.clear()
         log.info("%s stopped", self.worker_id)
 
     def step(self) -> bool:
@@ -80,6 +84,8 @@ class JobLoop(_Loop):
         Where results go.
     lease_seconds
         How long a claim lasts without renewal; renewed every third of it while busy.
+    on_results
+        Called after a job has queued deliveries, to wake the delivery loop.
     """
 
     def __init__(
@@ -92,11 +98,13 @@ class JobLoop(_Loop):
         analyst: Analyst,
         destinations: Sequence[Destination],
         lease_seconds: float,
+        on_results: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name, queue, audit, stop)
         self.analyst = analyst
         self.destinations = tuple(destinations)
         self.lease_seconds = lease_seconds
+        self.on_results = on_results
 
     def step(self) -> bool:
         self._reap()
@@ -130,6 +138,8 @@ class JobLoop(_Loop):
             self._failed(job, exc)
             return True
         self.queue.succeed(job.id, self.worker_id)
+        if analysis.results and self.destinations and self.on_results is not None:
+            self.on_results()
         if analysis.results and not self.destinations:
             outcome, reason = Outcome.WARNING, f"{analysis.finding}; no destinations configured"
         elif analysis.results:
