@@ -4,6 +4,7 @@ is re-sent."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -162,3 +163,14 @@ def _settle(node: Node, baseline: int, film: Film, quiet: float = 6.0) -> None:
             time.sleep(2.0)
             return
         time.sleep(0.5)
+
+
+def test_no_patient_name_reaches_the_node_log_or_the_audit_log(
+    delivered: dict[str, Results], node: Node, sent_films: list[Film]
+) -> None:
+    log = node.log_text()
+    entries = json.dumps(node.audit_cli("--limit", "1000"))
+    assert "instance received" in log.lower() or "queued as job" in log  # the log is not empty
+    for film in sent_films:
+        name = str(pydicom.dcmread(film.path, stop_before_pixels=True).PatientName)
+        assert name and name not in log and name not in entries

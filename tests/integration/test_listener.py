@@ -15,7 +15,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
 )
@@ -28,7 +32,7 @@ from pacsnode.db import create_schema, make_engine
 from pacsnode.durable import write_durably
 from pacsnode.jobs import JobQueue, JobStatus
 from pacsnode.receive import Spool, SpoolFullError, StorageSCP, StoreStatus
-from tests.films import bare_dataset_bytes, encode, make_film, to_bytes
+from tests.films import NEEDS_DCMTK, bare_dataset_bytes, encode, film_pixels, make_film, to_bytes
 
 
 def free_port() -> int:
@@ -122,14 +126,40 @@ def test_a_resent_instance_is_one_job(listener: Listener) -> None:
     assert [entry.details["resent"] for entry in reversed(received)] == [False, True]
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless])
-def test_compressed_films_are_accepted(listener: Listener, syntax: str) -> None:
-    ds = dcmread(io.BytesIO(encode(_film(), syntax)))
+@pytest.mark.parametrize(
+    ("syntax", "bits"),
+    [
+        (DeflatedExplicitVRLittleEndian, 12),
+        (RLELossless, 12),
+        pytest.param(JPEGBaseline8Bit, 8, marks=NEEDS_DCMTK),
+        pytest.param(JPEGLosslessSV1, 12, marks=NEEDS_DCMTK),
+        (JPEGLSLossless, 12),
+        (JPEG2000Lossless, 12),
+    ],
+)
+def test_compressed_films_are_accepted_as_sent(listener: Listener, syntax: str, bits: int) -> None:
+    film = make_film(film_pixels(bits))
+    film.SOPInstanceUID = film.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.71"
+    ds = dcmread(io.BytesIO(encode(film, syntax)))
     assert ds.file_meta.TransferSyntaxUID == syntax
     assert listener.store(ds).Status == StoreStatus.SUCCESS
     job = listener.queue.find(ds.SOPInstanceUID)
     assert job is not None
     assert dcmread(job.spool_path).file_meta.TransferSyntaxUID == syntax
+
+
+def test_associations_beyond_the_limit_are_rejected_and_audited(tmp_path: Path) -> None:
+    node = Listener(tmp_path, PACSNODE_NODE__MAX_ASSOCIATIONS="1")
+    try:
+        first = node.associate(Verification, ExplicitVRLittleEndian)
+        assert first.is_established
+        second = node.associate(Verification, ExplicitVRLittleEndian)
+        assert second.is_rejected
+        first.release()
+        rejected = node.audit.query(event=AuditEvent.ASSOCIATION_REJECTED)
+        assert [entry.reason for entry in rejected] == ["association limit reached"]
+    finally:
+        node.scp.stop()
 
 
 def test_a_calling_ae_off_the_allow_list_is_rejected(listener: Listener) -> None:

@@ -199,3 +199,40 @@ def test_a_missing_spool_file_is_retried_then_dead_lettered(tmp_path: Path, pacs
     events = _events(node)
     assert events.count(AuditEvent.JOB_FAILED) == 2 and events.count(AuditEvent.JOB_DEAD) == 1
     assert node.queue.get(job.id).attempts == 3  # type: ignore[union-attr]
+
+
+def test_a_job_claimed_while_stopping_is_released_not_run(tmp_path: Path) -> None:
+    from pacsnode.audit import AuditLog
+    from pacsnode.config.settings import SHIPPED_MODELS_DIR
+    from pacsnode.db import create_schema, make_engine
+    from pacsnode.jobs import JobQueue
+    from pacsnode.worker import Analyst, JobLoop
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    create_schema(engine)
+    queue, audit = JobQueue(engine), AuditLog(engine)
+    job = queue.enqueue(
+        sop_instance_uid="1.2.3.4",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.5",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+        calling_ae="TESTSCU",
+        spool_path=tmp_path / "film.dcm",
+    ).job
+    stop = threading.Event()
+    stop.set()  # SIGTERM arrived between the claim and the analysis
+    loop = JobLoop(
+        "analysis-0",
+        queue,
+        audit,
+        stop,
+        analyst=Analyst.load(SHIPPED_MODELS_DIR, tmp_path / "results"),
+        destinations=(),
+        lease_seconds=60,
+    )
+    assert loop.step() is True
+    after = queue.get(job.id)
+    assert after is not None and after.status is JobStatus.QUEUED and after.lease_owner is None
+    assert [e.event for e in audit.query()] == [AuditEvent.JOB_RELEASED]
+    assert not (tmp_path / "results").exists()  # nothing was analysed
+    engine.dispose()
