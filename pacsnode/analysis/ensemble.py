@@ -1,0 +1,165 @@
+"""VertXNet's ensemble rules (its Algorithm 1): merge the vertebra masks of the semantic
+path (a UNet's blobs) and the instance path (one mask per detected vertebra).
+
+Pure array code on film-sized boolean masks, so the rules are tested on toy masks.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "DEFAULT_ETA",
+    "DEFAULT_LAMBDA",
+    "Ensembled",
+    "Origin",
+    "agreement",
+    "ensemble",
+    "instance_coverage",
+    "sort_along_spine",
+]
+
+DEFAULT_ETA = 0.6
+"""Agreement threshold η; the paper recommends 0.6 (0.3–0.7 gave similar results)."""
+
+DEFAULT_LAMBDA = 2.0
+"""Width λ of the accepted area band μ ± λσ for leftovers; the paper leaves it open."""
+
+Mask = NDArray[np.bool_]
+
+
+class Origin(enum.Enum):
+    """Which rule put a mask in the ensemble."""
+
+    AGREEMENT = "agreement"
+    """A semantic and an instance mask that agree (δ > η): their union."""
+    INSTANCE_IN_BLOB = "instance_in_blob"
+    """An instance mask mostly inside a semantic blob that is not its match (δ ≤ η,
+    δ_m > η): the blob is over-merged, the instance mask is kept."""
+    SEMANTIC_LEFTOVER = "semantic_leftover"
+    INSTANCE_LEFTOVER = "instance_leftover"
+    """Unmatched masks whose area is within μ ± λσ of the masks accepted so far."""
+
+
+@dataclass(frozen=True)
+class Ensembled:
+    """One vertebra mask of the ensemble and the rule that chose it."""
+
+    mask: Mask
+    origin: Origin
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+def agreement(a: Mask, b: Mask) -> float:
+    """δ(A, B) = |A ∩ B| / max(|A|, |B|); 0 when both are empty."""
+    larger = max(int(a.sum()), int(b.sum()))
+    return 0.0 if larger == 0 else int(np.logical_and(a, b).sum()) / larger
+
+
+def instance_coverage(semantic: Mask, instance: Mask) -> float:
+    """δ_m(U, M) = |U ∩ M| / |M|: how much of the instance mask lies inside the blob."""
+    area = int(instance.sum())
+    return 0.0 if area == 0 else int(np.logical_and(semantic, instance).sum()) / area
+
+
+def ensemble(
+    semantic: Sequence[Mask],
+    instance: Sequence[Mask],
+    *,
+    eta: float = DEFAULT_ETA,
+    lam: float = DEFAULT_LAMBDA,
+    axis: tuple[float, float] = (0.0, 1.0),
+) -> list[Ensembled]:
+    """Merge the two paths' masks by Algorithm 1, sorted along the spine.
+
+    Parameters
+    ----------
+    semantic
+        The semantic path's candidate masks C^u (connected components of its output),
+        each (rows, cols) on the same film.
+    instance
+        The instance path's masks C^m, one per detected vertebra.
+    eta
+        η: agreement threshold for δ and δ_m.
+    lam
+        λ: leftovers are kept when their area lies in the open interval μ ± λσ of the
+        areas accepted by the pairwise rules (σ the population standard deviation).
+    axis
+        The spine direction (x, y) in film pixels, pointing from the head down; the
+        result is sorted by the projection of each mask's centroid on it.
+
+    Notes
+    -----
+    The pairwise pass follows the pseudo code: for each semantic mask in turn, the first
+    instance mask that agrees with it is merged with it and both leave their lists; an
+    instance mask mostly inside a blob it does not agree with replaces its part of that
+    blob and leaves its list, while the blob stays for the leftover pass (where an
+    over-merged blob's area usually falls outside the band). With fewer than two
+    accepted masks σ is 0 and the band is empty, so no leftover is kept.
+    """
+    if not 0.0 < eta < 1.0:
+        raise ValueError(f"eta must be in (0, 1), got {eta}")
+    if lam < 0.0:
+        raise ValueError(f"lambda must be non-negative, got {lam}")
+    remaining_u = [m.astype(bool, copy=False) for m in semantic if m.any()]
+    remaining_m = [m.astype(bool, copy=False) for m in instance if m.any()]
+    accepted: list[Ensembled] = []
+
+    i = 0
+    while i < len(remaining_u):
+        blob = remaining_u[i]
+        matched = False
+        j = 0
+        while j < len(remaining_m):
+            candidate = remaining_m[j]
+            if agreement(blob, candidate) > eta:
+                accepted.append(Ensembled(np.logical_or(blob, candidate), Origin.AGREEMENT))
+                del remaining_m[j]
+                matched = True
+                break
+            if instance_coverage(blob, candidate) > eta:
+                accepted.append(Ensembled(candidate, Origin.INSTANCE_IN_BLOB))
+                del remaining_m[j]
+                continue
+            j += 1
+        if matched:
+            del remaining_u[i]
+        else:
+            i += 1
+
+    areas = [entry.area for entry in accepted]
+    if len(areas) >= 1:
+        mu = float(np.mean(areas))
+        sigma = float(np.std(areas))
+        low, high = mu - lam * sigma, mu + lam * sigma
+        for masks, origin in (
+            (remaining_u, Origin.SEMANTIC_LEFTOVER),
+            (remaining_m, Origin.INSTANCE_LEFTOVER),
+        ):
+            for mask in masks:
+                if low < int(mask.sum()) < high:
+                    accepted.append(Ensembled(mask, origin))
+    return sort_along_spine(accepted, axis)
+
+
+def sort_along_spine(masks: Sequence[Ensembled], axis: tuple[float, float]) -> list[Ensembled]:
+    """``masks`` ordered by their centroid's projection on ``axis`` (x, y), head first."""
+    norm = math.hypot(*axis)
+    if norm == 0.0:
+        raise ValueError("the spine axis must not be the zero vector")
+    ux, uy = axis[0] / norm, axis[1] / norm
+
+    def position(entry: Ensembled) -> float:
+        rows, cols = np.nonzero(entry.mask)
+        return float(cols.mean()) * ux + float(rows.mean()) * uy
+
+    return sorted(masks, key=position)

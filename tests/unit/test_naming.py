@@ -1,0 +1,49 @@
+"""Naming from the reference vertebra: down from C2, up from S1, positions otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from pacsnode.analysis.naming import SPINE_ORDER, chain_labels, name_chain
+
+
+def test_the_spine_has_24_presacral_vertebrae_and_s1() -> None:
+    assert len(SPINE_ORDER) == 25 and SPINE_ORDER[1] == "C2" and SPINE_ORDER[-1] == "S1"
+    assert SPINE_ORDER[7] == "T1" and SPINE_ORDER[19] == "L1"
+
+
+def test_down_from_c2() -> None:
+    named = name_chain(8, (0, "C2", 0.97))
+    assert chain_labels(named) == ["C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2"]
+    assert all(n.identified and n.confidence == 0.97 for n in named)
+
+
+def test_up_from_s1_at_the_bottom() -> None:
+    named = name_chain(7, (6, "S1", 0.9))
+    assert chain_labels(named) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def test_a_vertebra_above_c2_is_c1_and_one_below_s1_is_only_a_position() -> None:
+    assert chain_labels(name_chain(3, (1, "C2", 1.0))) == ["C1", "C2", "C3"]
+    below = name_chain(3, (1, "S1", 1.0))
+    assert chain_labels(below) == ["L5", "S1", "V3"] and not below[2].identified
+
+
+def test_without_a_reference_names_are_positions() -> None:
+    named = name_chain(3, None)
+    assert chain_labels(named) == ["V1", "V2", "V3"]
+    assert not any(n.identified for n in named) and all(n.confidence == 0 for n in named)
+
+
+@pytest.mark.parametrize(
+    ("count", "reference", "message"),
+    [
+        (3, (3, "C2", 0.5), "outside a chain"),
+        (3, (0, "L3", 0.5), "C2 or S1"),
+        (3, (0, "C2", 1.5), "confidence"),
+        (-1, None, "non-negative"),
+    ],
+)
+def test_bad_input_is_refused(count: int, reference, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        name_chain(count, reference)
