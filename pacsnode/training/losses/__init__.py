@@ -5,5 +5,17 @@ from pacsnode.training.losses.region_aware import (
     region_weights,
     region_weights_batch,
 )
+from pacsnode.training.losses.shape_aware import (
+    ShapeAwareLoss,
+    curve_distance,
+    shape_weights_batch,
+)
 
-__all__ = ["RegionAwareLoss", "region_weights", "region_weights_batch"]
+__all__ = [
+    "RegionAwareLoss",
+    "ShapeAwareLoss",
+    "curve_distance",
+    "region_weights",
+    "region_weights_batch",
+    "shape_weights_batch",
+]
