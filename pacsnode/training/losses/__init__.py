@@ -1,5 +1,6 @@
 """Training losses of the papers (never imported by the serving path)."""
 
+from pacsnode.training.losses.dice_bce import DiceBCELoss, soft_dice
 from pacsnode.training.losses.region_aware import (
     RegionAwareLoss,
     region_weights,
@@ -12,10 +13,12 @@ from pacsnode.training.losses.shape_aware import (
 )
 
 __all__ = [
+    "DiceBCELoss",
     "RegionAwareLoss",
     "ShapeAwareLoss",
     "curve_distance",
     "region_weights",
     "region_weights_batch",
     "shape_weights_batch",
+    "soft_dice",
 ]
