@@ -1,0 +1,119 @@
+"""Vertebra patches: a square window on the film centred on one vertebra, scaled and
+turned so the spine runs down the patch, and the way back for the patch's mask.
+
+Coordinates: film points are (x, y) in pixels with (0, 0) the top-left corner of the
+top-left pixel, so pixel (row r, col c) has its centre at (c + 0.5, r + 0.5). Patch points
+are (u, v) the same way; v runs along the spine from head to tail, u across it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+__all__ = ["PATCH_SIZE", "PatchFrame"]
+
+PATCH_SIZE = 64
+"""Side of a vertebra patch, as in the shape-aware paper."""
+
+
+@dataclass(frozen=True)
+class PatchFrame:
+    """Where one patch lies on the film.
+
+    Attributes
+    ----------
+    centre
+        Film point (x, y) at the patch centre.
+    axis
+        The spine direction (x, y) at the centre, pointing from the head down; any
+        length but zero.
+    scale
+        Film pixels per patch pixel.
+    size
+        Patch side in pixels.
+    """
+
+    centre: tuple[float, float]
+    axis: tuple[float, float]
+    scale: float
+    size: int = PATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if math.hypot(*self.axis) == 0.0:
+            raise ValueError("the spine axis must not be the zero vector")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        if self.size < 2:
+            raise ValueError(f"a patch is at least 2 pixels across, got {self.size}")
+
+    def _basis(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        ax, ay = self.axis
+        norm = math.hypot(ax, ay)
+        along = np.array([ax / norm, ay / norm])
+        # Across the spine, turned so that axis (0, 1) gives u along +x: no mirroring.
+        across = np.array([along[1], -along[0]])
+        return across * self.scale, along * self.scale
+
+    def to_film(self, u: NDArray[np.floating], v: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Film points (..., 2) as (x, y) of patch points (u, v)."""
+        du, dv = self._basis()
+        half = self.size / 2
+        uu = np.asarray(u, np.float64)[..., None] - half
+        vv = np.asarray(v, np.float64)[..., None] - half
+        return np.asarray(self.centre) + uu * du + vv * dv
+
+    def to_patch(self, x: NDArray[np.floating], y: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Patch points (..., 2) as (u, v) of film points (x, y)."""
+        du, dv = self._basis()
+        inverse = np.linalg.inv(np.stack([du, dv], axis=1))  # columns map (u, v) to (x, y)
+        offset = np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], -1)
+        uv = (offset - np.asarray(self.centre)) @ inverse.T
+        return uv + self.size / 2
+
+    def extract(self, image: NDArray[np.floating]) -> NDArray[np.float32]:
+        """The (size, size) patch of a (rows, cols) film, bilinear; zero off the film."""
+        centres = np.arange(self.size) + 0.5
+        v, u = np.meshgrid(centres, centres, indexing="ij")
+        xy = self.to_film(u, v)
+        coords = [xy[..., 1] - 0.5, xy[..., 0] - 0.5]  # (row, col) index coordinates
+        out = ndimage.map_coordinates(
+            np.asarray(image, np.float32), coords, order=1, mode="constant", cval=0.0
+        )
+        return out.astype(np.float32)
+
+    def footprint(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Film rows r0:r1 and columns c0:c1 that the patch can cover, clipped to ``shape``."""
+        corners = self.to_film(
+            np.array([0, self.size, 0, self.size]), np.array([0, 0, self.size, self.size])
+        )
+        c0, r0 = np.floor(corners.min(axis=0)).astype(int)
+        c1, r1 = np.ceil(corners.max(axis=0)).astype(int)
+        return max(r0, 0), min(r1, shape[0]), max(c0, 0), min(c1, shape[1])
+
+    def mask_to_film(
+        self, patch: NDArray[np.floating] | NDArray[np.bool_], shape: tuple[int, int]
+    ) -> NDArray[np.bool_]:
+        """A (size, size) patch mask or probability map as a (rows, cols) film mask:
+        each film pixel takes the bilinear patch value at its centre, kept at >= 0.5."""
+        if patch.shape != (self.size, self.size):
+            raise ValueError(f"patch shape {patch.shape} != {(self.size, self.size)}")
+        film = np.zeros(shape, bool)
+        r0, r1, c0, c1 = self.footprint(shape)
+        if r0 >= r1 or c0 >= c1:
+            return film
+        rows, cols = np.mgrid[r0:r1, c0:c1]
+        uv = self.to_patch(cols + 0.5, rows + 0.5)
+        values = ndimage.map_coordinates(
+            np.asarray(patch, np.float32),
+            [uv[..., 1] - 0.5, uv[..., 0] - 0.5],
+            order=1,
+            mode="constant",
+            cval=0.0,
+        )
+        film[r0:r1, c0:c1] = values >= 0.5
+        return film
