@@ -17,7 +17,7 @@ from pacsnode import __version__
 from pacsnode.audit import AuditEvent, AuditLog, Outcome
 from pacsnode.config.settings import Settings
 from pacsnode.db import create_schema, make_engine
-from pacsnode.jobs import JobQueue, RetryPolicy
+from pacsnode.jobs import JobQueue
 
 if TYPE_CHECKING:
     from pacsnode.receive import StorageSCP
@@ -88,18 +88,7 @@ class Node:
         engine = make_engine(settings.database.url)
         self._engine = engine
         create_schema(engine)
-        worker = settings.worker
-        self.queue = JobQueue(
-            engine,
-            job_policy=RetryPolicy(
-                worker.max_attempts, worker.backoff_base_seconds, worker.backoff_max_seconds
-            ),
-            delivery_policy=RetryPolicy(
-                worker.delivery_max_attempts,
-                worker.delivery_backoff_base_seconds,
-                worker.delivery_backoff_max_seconds,
-            ),
-        )
+        self.queue = JobQueue.configured(engine, settings.worker)
         self.audit = AuditLog(engine)
         if self.role.works:
             self._start_worker()

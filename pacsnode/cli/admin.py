@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from pacsnode.cli._args import int_at_least
 from pacsnode.errors import JobStateError, PacsnodeError
 
 if TYPE_CHECKING:
@@ -82,10 +83,8 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
         help="only these events, e.g. admin_action job_dead",
     )
     au.add_argument("--uid", help="a SOP Instance UID or Study Instance UID")
-    au.add_argument("--job", type=_int_at_least(1), metavar="ID", help="a job id")
-    au.add_argument(
-        "--limit", type=_int_at_least(1), default=50, metavar="N", help="at most N (50)"
-    )
+    au.add_argument("--job", type=int_at_least(1), metavar="ID", help="a job id")
+    au.add_argument("--limit", type=int_at_least(1), default=50, metavar="N", help="at most N (50)")
     au.set_defaults(func=_cmd_audit)
 
     st = sub.add_parser(
@@ -132,15 +131,13 @@ def _add_queue(
         "list", parents=[config, as_json], help="jobs, most recently queued first"
     )
     ls.add_argument("--status", type=_job_status, help="only jobs in this state, e.g. dead")
-    ls.add_argument(
-        "--limit", type=_int_at_least(1), default=50, metavar="N", help="at most N (50)"
-    )
+    ls.add_argument("--limit", type=int_at_least(1), default=50, metavar="N", help="at most N (50)")
     ls.set_defaults(func=_cmd_list)
 
     sh = verbs.add_parser(
         "show", parents=[config, as_json], help="one job with its deliveries and audit entries"
     )
-    sh.add_argument("job_id", type=_int_at_least(1), metavar="JOB_ID")
+    sh.add_argument("job_id", type=int_at_least(1), metavar="JOB_ID")
     sh.set_defaults(func=_cmd_show)
 
     rt = verbs.add_parser(
@@ -150,9 +147,9 @@ def _add_queue(
         description="Fresh attempts, due now. The change is recorded in the audit log.",
     )
     which = rt.add_mutually_exclusive_group(required=True)
-    which.add_argument("job_id", type=_int_at_least(1), nargs="?", metavar="JOB_ID")
+    which.add_argument("job_id", type=int_at_least(1), nargs="?", metavar="JOB_ID")
     which.add_argument(
-        "--delivery", type=_int_at_least(1), metavar="ID", help="a dead or failed delivery"
+        "--delivery", type=int_at_least(1), metavar="ID", help="a dead or failed delivery"
     )
     rt.set_defaults(func=_cmd_retry)
 
@@ -163,7 +160,7 @@ def _add_queue(
         description="The job is not analysed; its deliveries, if any, are left alone. "
         "Recorded in the audit log; 'queue retry' undoes it.",
     )
-    ca.add_argument("job_id", type=_int_at_least(1), metavar="JOB_ID")
+    ca.add_argument("job_id", type=int_at_least(1), metavar="JOB_ID")
     ca.set_defaults(func=_cmd_cancel)
 
     pu = verbs.add_parser(
@@ -197,19 +194,6 @@ def _add_queue(
 
 
 # --- argument types ----------------------------------------------------------------------
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _seconds(text: str) -> float:
@@ -301,7 +285,7 @@ def _open(args: argparse.Namespace, *, write: bool) -> Iterator[_Node]:
 
     from pacsnode.audit import AuditLog
     from pacsnode.db import create_schema, make_engine, make_sessionmaker
-    from pacsnode.jobs import JobQueue, RetryPolicy
+    from pacsnode.jobs import JobQueue
 
     settings = _settings(args)
     url = settings.database.url
@@ -318,17 +302,7 @@ def _open(args: argparse.Namespace, *, write: bool) -> Iterator[_Node]:
         create_schema(engine)
         yield _Node(
             settings=settings,
-            queue=JobQueue(
-                engine,
-                job_policy=RetryPolicy(
-                    w.max_attempts, w.backoff_base_seconds, w.backoff_max_seconds
-                ),
-                delivery_policy=RetryPolicy(
-                    w.delivery_max_attempts,
-                    w.delivery_backoff_base_seconds,
-                    w.delivery_backoff_max_seconds,
-                ),
-            ),
+            queue=JobQueue.configured(engine, w),
             audit=AuditLog(engine),
             sessions=make_sessionmaker(engine),
         )

@@ -10,10 +10,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pacsnode import __version__
+from pacsnode.cli._args import int_at_least
 from pacsnode.cli.admin import add_admin_commands
 from pacsnode.cli.serve import add_serve_command
 from pacsnode.errors import PacsnodeError
@@ -21,21 +22,6 @@ from pacsnode.errors import PacsnodeError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
             "PNG preview. The same --seed always gives the same cases."
         ),
     )
-    ph.add_argument("--n", type=_int_at_least(1), required=True, help="number of cases")
-    ph.add_argument("--seed", type=_int_at_least(0), required=True, help="phantom set seed")
+    ph.add_argument("--n", type=int_at_least(1), required=True, help="number of cases")
+    ph.add_argument("--seed", type=int_at_least(0), required=True, help="phantom set seed")
     ph.add_argument(
         "--region",
         choices=["cervical", "lumbar", "chest", "mixed"],
@@ -66,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ph.add_argument("--out", type=Path, required=True, help="output directory")
     ph.add_argument(
-        "--start", type=_int_at_least(0), default=0, help="index of the first case (default 0)"
+        "--start", type=int_at_least(0), default=0, help="index of the first case (default 0)"
     )
     ph.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     ph.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -159,8 +145,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     )
     lo.add_argument("models", nargs="+", type=Path, help="run folders or .safetensors files")
     lo.add_argument("--data", default="phantoms", help="'phantoms' (default) or a folder")
-    lo.add_argument("--n", type=_int_at_least(1), default=60, help="validation phantoms (60)")
-    lo.add_argument("--workers", type=_int_at_least(1), default=1, help="phantom processes")
+    lo.add_argument("--n", type=int_at_least(1), default=60, help="validation phantoms (60)")
+    lo.add_argument("--workers", type=int_at_least(1), default=1, help="phantom processes")
     lo.add_argument("--quiet", action="store_true", help="no progress bar")
     lo.set_defaults(func=_cmd_calibrate_localiser)
 
@@ -189,25 +175,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "<name>.mask.png masks",
     )
     lo.add_argument("--val-data", type=Path, help="validation folder (with --data DIR)")
-    lo.add_argument("--train-seed", type=_int_at_least(0), default=1000, help="phantom seed")
-    lo.add_argument("--n-train", type=_int_at_least(10), default=2000, help="phantom films")
-    lo.add_argument("--val-seed", type=_int_at_least(0), default=2000, help="phantom seed")
-    lo.add_argument("--n-val", type=_int_at_least(1), default=100, help="phantom films")
+    lo.add_argument("--train-seed", type=int_at_least(0), default=1000, help="phantom seed")
+    lo.add_argument("--n-train", type=int_at_least(10), default=2000, help="phantom films")
+    lo.add_argument("--val-seed", type=int_at_least(0), default=2000, help="phantom seed")
+    lo.add_argument("--n-val", type=int_at_least(1), default=100, help="phantom films")
     lo.add_argument(
         "--render-px",
-        type=_int_at_least(100),
+        type=int_at_least(100),
         default=320,
         help="long side phantoms are rendered at before resizing (320)",
     )
-    lo.add_argument("--size", type=_int_at_least(8), default=100, help="low-res side (100)")
-    lo.add_argument("--width", type=_int_at_least(1), help="channels of the first level")
-    lo.add_argument("--depth", type=_int_at_least(1), help="UNet poolings")
-    lo.add_argument("--epochs", type=_int_at_least(1), default=30)
-    lo.add_argument("--batch-size", type=_int_at_least(1), default=10)
+    lo.add_argument("--size", type=int_at_least(8), default=100, help="low-res side (100)")
+    lo.add_argument("--width", type=int_at_least(1), help="channels of the first level")
+    lo.add_argument("--depth", type=int_at_least(1), help="UNet poolings")
+    lo.add_argument("--epochs", type=int_at_least(1), default=30)
+    lo.add_argument("--batch-size", type=int_at_least(1), default=10)
     lo.add_argument("--lr", type=float, default=2e-3, help="RMSprop learning rate (2e-3)")
-    lo.add_argument("--seed", type=_int_at_least(0), default=0, help="initialisation seed")
-    lo.add_argument("--threads", type=_int_at_least(1), help="torch CPU threads")
-    lo.add_argument("--workers", type=_int_at_least(1), default=1, help="phantom processes")
+    lo.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
+    lo.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
+    lo.add_argument("--workers", type=int_at_least(1), default=1, help="phantom processes")
     lo.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     lo.add_argument("--out", type=Path, required=True, help="run folder")
     lo.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
@@ -234,9 +220,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="run folders or .safetensors files; names come from the manifests",
     )
     lo.add_argument("--data", default="phantoms", help="'phantoms' (default) or a folder")
-    lo.add_argument("--test-seed", type=_int_at_least(0), default=9000)
-    lo.add_argument("--n-test", type=_int_at_least(2), default=100)
-    lo.add_argument("--workers", type=_int_at_least(1), default=1, help="phantom processes")
+    lo.add_argument("--test-seed", type=int_at_least(0), default=9000)
+    lo.add_argument("--n-test", type=int_at_least(2), default=100)
+    lo.add_argument("--workers", type=int_at_least(1), default=1, help="phantom processes")
     lo.add_argument(
         "--out", type=Path, required=True, help="output prefix: writes PREFIX.json and PREFIX.md"
     )
@@ -247,7 +233,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     lo.add_argument(
         "--regression-n",
-        type=_int_at_least(2),
+        type=int_at_least(2),
         default=6,
         help="films of the regression subset recorded with --record (6)",
     )

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, CursorResult, Engine, and_, delete, func, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pacsnode.config.settings import WorkerSettings
 from pacsnode.db import Clock, aware_utc, make_sessionmaker, read_session, utc_now, write_session
 from pacsnode.errors import JobStateError
 from pacsnode.jobs.models import (
@@ -108,6 +109,21 @@ class JobQueue:
         self._delivery_policy = delivery_policy
         self._clock = clock
         self._rng: RandomSource = random.Random() if rng is None else rng
+
+    @classmethod
+    def configured(cls, bind: Engine | sessionmaker[Session], worker: WorkerSettings) -> JobQueue:
+        """The queue with the attempts and backoff of the node's ``[worker]`` settings."""
+        return cls(
+            bind,
+            job_policy=RetryPolicy(
+                worker.max_attempts, worker.backoff_base_seconds, worker.backoff_max_seconds
+            ),
+            delivery_policy=RetryPolicy(
+                worker.delivery_max_attempts,
+                worker.delivery_backoff_base_seconds,
+                worker.delivery_backoff_max_seconds,
+            ),
+        )
 
     # --- receiving ---------------------------------------------------------------------
 

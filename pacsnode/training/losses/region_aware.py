@@ -19,7 +19,25 @@ from torch import nn
 
 from pacsnode.analysis.lowres import label_regions
 
-__all__ = ["RegionAwareLoss", "region_weights", "region_weights_batch"]
+__all__ = ["RegionAwareLoss", "check_two_class", "region_weights", "region_weights_batch"]
+
+
+def check_two_class(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Check (B, 2, H, W) class scores against (B, H, W) targets; the targets as long.
+
+    Raises
+    ------
+    ValueError
+        Either shape is wrong.
+    """
+    if scores.ndim != 4 or scores.shape[1] != 2:
+        raise ValueError(f"scores must be (B, 2, H, W), got {tuple(scores.shape)}")
+    if target.shape != (scores.shape[0], *scores.shape[2:]):
+        raise ValueError(
+            f"target must be (B, H, W) = {(scores.shape[0], *scores.shape[2:])}, "
+            f"got {tuple(target.shape)}"
+        )
+    return target.long()
 
 
 def region_weights(
@@ -101,14 +119,7 @@ class RegionAwareLoss(nn.Module):
 
     def terms(self, scores: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both terms separately: {"log": Lt, "region": Lr} (each a scalar tensor)."""
-        if scores.ndim != 4 or scores.shape[1] != 2:
-            raise ValueError(f"scores must be (B, 2, H, W), got {tuple(scores.shape)}")
-        if target.shape != (scores.shape[0], *scores.shape[2:]):
-            raise ValueError(
-                f"target must be (B, H, W) = {(scores.shape[0], *scores.shape[2:])}, "
-                f"got {tuple(target.shape)}"
-            )
-        target = target.long()
+        target = check_two_class(scores, target)
         pixels = scores.shape[2] * scores.shape[3]
         log_loss = F.cross_entropy(scores, target, reduction="sum") / (scores.shape[0] * pixels)
         if self.region_weight == 0:

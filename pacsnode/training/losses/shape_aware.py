@@ -19,6 +19,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from torch import nn
 
+from pacsnode.training.losses.region_aware import check_two_class
+
 __all__ = ["ShapeAwareLoss", "boundary", "curve_distance", "shape_weights_batch"]
 
 _FULL = np.ones((3, 3), bool)
@@ -89,14 +91,7 @@ class ShapeAwareLoss(nn.Module):
 
     def terms(self, scores: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both terms separately: {"log": Lt, "shape": Ls} (each a scalar tensor)."""
-        if scores.ndim != 4 or scores.shape[1] != 2:
-            raise ValueError(f"scores must be (B, 2, H, W), got {tuple(scores.shape)}")
-        if target.shape != (scores.shape[0], *scores.shape[2:]):
-            raise ValueError(
-                f"target must be (B, H, W) = {(scores.shape[0], *scores.shape[2:])}, "
-                f"got {tuple(target.shape)}"
-            )
-        target = target.long()
+        target = check_two_class(scores, target)
         scale = scores.shape[0] * scores.shape[2] * scores.shape[3]
         per_pixel = F.cross_entropy(scores, target, reduction="none")  # -sum_j y log P
         log_loss = per_pixel.sum() / scale
