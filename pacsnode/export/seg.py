@@ -13,11 +13,14 @@ and the audit log, where it is acted on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import highdicom as hd
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from pacsnode.errors import ExportError
 from pacsnode.export._source import PATIENT_PLANE, film_spacing, header_copy
@@ -33,6 +36,8 @@ __all__ = [
     "SPINE_SEGMENT_NUMBER",
     "build_spine_seg",
     "spine_tracking_uid",
+    "vertebra_code",
+    "vertebra_tracking_uid",
 ]
 
 SEG_SERIES_NUMBER = 9901
@@ -47,6 +52,36 @@ def spine_tracking_uid(source_sop_instance_uid: str, model_version: str) -> str:
     return name_based_uid("tracking", "spine-region", str(source_sop_instance_uid), model_version)
 
 
+# pydicom's SCT dictionary has C1 to L5 but no S1; 65985001 is SNOMED CT's "Structure of
+# first sacral vertebra", as DICOM's CID 7151 lists it.
+_S1_VERTEBRA = Code("65985001", "SCT", "S1 vertebra")
+# A vertebra named only by its position on the film (no reference vertebra found).
+_VERTEBRA = Code("51282000", "SCT", "Vertebra")
+
+
+def vertebra_code(label: str) -> Code:
+    """The SNOMED CT code of a vertebra label ("C2", "T12", "S1"); the generic Vertebra
+    code for a positional label ("V3")."""
+    if label == "S1":
+        return _S1_VERTEBRA
+    if label[:1] in ("C", "T", "L") and label[1:].isdigit():
+        try:
+            return getattr(codes.SCT, f"{label}Vertebra")
+        except AttributeError:
+            pass
+        raise ValueError(f"{label!r} is not a vertebra")
+    if label[:1] == "V" and label[1:].isdigit():
+        return _VERTEBRA
+    raise ValueError(f"{label!r} is not a vertebra label")
+
+
+def vertebra_tracking_uid(source_sop_instance_uid: str, model_version: str, label: str) -> str:
+    """Tracking UID of one vertebra on one film, shared by its SEG segment and SR group."""
+    return name_based_uid(
+        "tracking", "vertebra", label, str(source_sop_instance_uid), model_version
+    )
+
+
 def build_spine_seg(
     source: Dataset,
     localisation_mask: NDArray[np.bool_],
@@ -56,8 +91,10 @@ def build_spine_seg(
     spacing: PixelSpacing | None = None,
     node: NodeIdentity | None = None,
     series_number: int = SEG_SERIES_NUMBER,
+    vertebrae: Sequence[tuple[str, NDArray[np.bool_]]] = (),
 ) -> hd.seg.Segmentation:
-    """A BINARY Segmentation of the spine region on a single-frame film.
+    """A BINARY Segmentation of the spine region on a single-frame film, and of each
+    vertebra when given.
 
     Parameters
     ----------
@@ -79,6 +116,10 @@ def build_spine_seg(
         The node as equipment; defaults to :class:`NodeIdentity`.
     series_number
         Series Number of the new series.
+    vertebrae
+        ``(label, mask)`` per vertebra, head first: segments 2, 3, … labelled "C3" etc.
+        and typed with the vertebra's SNOMED CT code (:func:`vertebra_code`). Labels must
+        be unique; an empty vertebra mask is refused.
 
     Returns
     -------
@@ -127,11 +168,37 @@ def build_spine_seg(
         tracking_id=SEGMENT_LABEL,
         display_color=hd.color.CIELabColor.from_rgb(*SPINE_COLOUR_RGB),
     )
+    descriptions = [segment]
+    planes = [mask.astype(bool)]
+    labels = [label for label, _ in vertebrae]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"vertebra labels must be unique, got {labels}")
+    for number, (label, vertebra_mask) in enumerate(vertebrae, start=SPINE_SEGMENT_NUMBER + 1):
+        plane = np.asarray(vertebra_mask, bool)
+        if plane.shape != shape:
+            raise ValueError(f"mask of {label} has shape {plane.shape}, the film {shape}")
+        if not plane.any():
+            raise ExportError(f"the mask of {label} is empty")
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=codes.SCT.AnatomicalStructure,
+                segmented_property_type=vertebra_code(label),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm.seg_identification(),
+                tracking_uid=vertebra_tracking_uid(header.SOPInstanceUID, algorithm.version, label),
+                tracking_id=label,
+            )
+        )
+        planes.append(plane)
+    # One frame, one plane per segment: (frames, rows, cols, segments).
+    pixel_array = np.stack(planes, axis=-1)[None] if vertebrae else mask.astype(bool)
     seg = hd.seg.Segmentation(
         source_images=[header],
-        pixel_array=mask.astype(bool),
+        pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
+        segment_descriptions=descriptions,
         series_instance_uid=uids.series_instance_uid,
         series_number=series_number,
         sop_instance_uid=uids.sop_instance_uid,

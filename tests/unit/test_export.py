@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 
 from pacsnode.analysis.localise import Localisation
 from pacsnode.analysis.lowres import oriented_box
@@ -435,3 +436,58 @@ def test_overlay_shrinks_large_films_and_draws_nothing_found() -> None:
     assert picture.shape == (500, 375, 3)
     red, green = picture[..., 0], picture[..., 1]
     assert np.any(red - green > 100)  # the "no spine found" label on a grey film
+
+
+# --- vertebra segments (issue 5) ------------------------------------------------------
+
+
+def _vertebra_masks() -> list[tuple[str, np.ndarray]]:
+    band = localisation().mask
+    rows = np.nonzero(band.any(axis=1))[0]
+    thirds = np.array_split(rows, 3)
+    out = []
+    for label, part in zip(("L3", "L4", "S1"), thirds, strict=True):
+        m = np.zeros_like(band)
+        m[part[0] : part[-1] - 2] = band[part[0] : part[-1] - 2]
+        out.append((label, m))
+    return out
+
+
+def test_seg_with_vertebra_segments_is_coded_and_valid(tmp_path: Path) -> None:
+    ds = film()
+    vertebrae = _vertebra_masks()
+    seg = build_spine_seg(ds, localisation().mask, algorithm=ALGORITHM, vertebrae=vertebrae)
+    described = seg.SegmentSequence
+    assert [item.SegmentLabel for item in described] == ["Spine region", "L3", "L4", "S1"]
+    types = [item.SegmentedPropertyTypeCodeSequence[0].CodeValue for item in described[1:]]
+    # L3 and L4 as pydicom codes them; S1 (absent from pydicom) as CID 7151 lists it.
+    expected = [codes.SCT.L3Vertebra.value, codes.SCT.L4Vertebra.value, "65985001"]
+    assert types == expected
+    assert all(
+        item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000" for item in described
+    )
+    assert len({item.TrackingUID for item in described}) == 4
+    assert int(seg.NumberOfFrames) == 4
+    sr = build_spine_sr(ds, seg, localisation(), algorithm=ALGORITHM)
+    assert_valid(seg, sr, tmp_path)
+    # Each segment's frame holds its own mask.
+    frames = seg.pixel_array
+    for index, (_, mask) in enumerate(vertebrae, start=1):
+        assert np.array_equal(frames[index].astype(bool), mask)
+
+
+def test_vertebra_codes_and_bad_labels() -> None:
+    from pacsnode.export.seg import vertebra_code
+
+    assert vertebra_code("C2").value == "39976000"
+    assert vertebra_code("V4").value == "51282000"
+    for bad in ("T13", "X1", "S2", ""):
+        with pytest.raises(ValueError):
+            vertebra_code(bad)
+    with pytest.raises(ValueError, match="unique"):
+        build_spine_seg(
+            film(),
+            localisation().mask,
+            algorithm=ALGORITHM,
+            vertebrae=[("L1", localisation().mask)] * 2,
+        )
