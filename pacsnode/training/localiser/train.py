@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pacsnode.analysis.localise import KIND, pick_device
 from pacsnode.analysis.networks import PAPER_SIZES, build_network, parameter_count
 from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
+from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
 from pacsnode.training.localiser.data import DataError, LowresSet
 from pacsnode.training.losses import RegionAwareLoss
 from pacsnode.training.metrics import ConfusionCounts
@@ -131,52 +132,6 @@ def _val_dice(net: torch.nn.Module, val: LowresSet, device: torch.device) -> flo
     return float(np.mean(scores))
 
 
-def _save_checkpoint(
-    path: Path,
-    net: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    best: dict[str, torch.Tensor],
-    state: dict[str, Any],
-) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tensors.update({f"best.{k}": v.contiguous() for k, v in best.items()})
-    opt_state = opt.state_dict()
-    for idx, st in opt_state["state"].items():
-        for key, value in st.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["rng"] = gen.get_state()
-    state = {**state, "param_groups": opt_state["param_groups"]}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-    jtmp = path.with_suffix(".json.tmp")
-    jtmp.write_text(json.dumps(state, indent=1))
-    jtmp.replace(path.with_suffix(".json"))
-
-
-def _load_checkpoint(
-    path: Path,
-    state: dict[str, Any],
-    net: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """Restore ``path``'s tensors (``state`` is its JSON, already read); returns the best
-    weights so far."""
-    tensors = load_file(str(path))
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            opt_state["state"].setdefault(int(idx), {})[name] = value
-    opt.load_state_dict(opt_state)
-    gen.set_state(tensors["rng"])
-    return best
-
-
 def train_localiser(
     cfg: TrainConfig,
     train: LowresSet,
@@ -214,7 +169,7 @@ def train_localiser(
         saved = state.get("config", {})
         if saved.get("arch") != cfg.arch or saved.get("region_aware") != cfg.region_aware:
             raise DataError(f"{ckpt} is a checkpoint of another variant: {saved}")
-        best = _load_checkpoint(ckpt, state, net, opt, gen)
+        best = load_checkpoint(ckpt, state, net, opt, gen)
         seconds = float(state.get("seconds", 0.0))
         log(f"resuming {cfg.out} after epoch {state['epoch']}")
 
@@ -265,7 +220,7 @@ def train_localiser(
         state["epoch"] = epoch + 1
         state["seconds"] = seconds
         state["config"] = cfg.as_json()
-        _save_checkpoint(ckpt, net, opt, gen, best, state)
+        save_checkpoint(ckpt, net, opt, gen, best, state)
         log(
             f"epoch {epoch + 1}/{cfg.epochs}: log loss {entry['log_loss']:.4f}, region "
             f"{entry['region_loss']:.5f}, validation Dice {dice:.4f} ({seconds:.0f} s)"
