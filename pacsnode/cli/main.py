@@ -7,6 +7,7 @@ that needs them, so ``pacsnode --help`` and the admin commands start fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from pacsnode import __version__
 from pacsnode.cli._args import int_at_least
 from pacsnode.cli.admin import add_admin_commands
+from pacsnode.cli.segmenter import add_segmenter_commands
 from pacsnode.cli.serve import add_serve_command
 from pacsnode.errors import PacsnodeError
 
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_calibrate(sub)
+    add_segmenter_commands(functools.partial(_model_parser, sub))
     add_serve_command(sub)
     add_admin_commands(sub)
     an = sub.add_parser(
@@ -121,13 +124,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _model_parser(
-    sub: argparse._SubParsersAction, verb: str, verb_help: str, help: str, description: str
+    sub: argparse._SubParsersAction,
+    verb: str,
+    verb_help: str,
+    help: str,
+    description: str,
+    model: str = "localiser",
 ) -> argparse.ArgumentParser:
-    """The parser of ``pacsnode VERB localiser`` (the only model so far)."""
-    parent = sub.add_parser(verb, help=verb_help)
-    models = parent.add_subparsers(dest="model", metavar="MODEL")
-    models.required = True
-    return models.add_parser("localiser", help=help, description=description)
+    """The parser of ``pacsnode VERB MODEL``; the VERB parser is made on first use."""
+    verbs: dict[str, argparse._SubParsersAction] = sub.__dict__.setdefault("_pacsnode_verbs", {})
+    if verb not in verbs:
+        parent = sub.add_parser(verb, help=verb_help)
+        verbs[verb] = parent.add_subparsers(dest="model", metavar="MODEL")
+        verbs[verb].required = True
+    return verbs[verb].add_parser(model, help=help, description=description)
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:

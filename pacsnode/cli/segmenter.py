@@ -1,0 +1,180 @@
+"""``pacsnode train segmenter`` and ``pacsnode evaluate segmenter``: the shape-aware patch
+segmenter, UNet and UNet-S, on phantom vertebra patches."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pacsnode.cli._args import int_at_least
+from pacsnode.errors import PacsnodeError
+
+__all__ = ["add_segmenter_commands"]
+
+# Seeds of the localiser's sets, reused so no seed means two things: training 1000,
+# validation 2000, test 9000 (never trained or tuned on).
+TRAIN_SEED, VAL_SEED, TEST_SEED = 1000, 2000, 9000
+
+
+def add_segmenter_commands(model_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register the commands; ``model_parser(verb, verb_help, help, description, model=)``
+    gives the parser of ``pacsnode VERB MODEL``."""
+    tr = model_parser(
+        "train",
+        "train a network of the analysis stack",
+        "the vertebra patch segmenter (shape-aware loss paper)",
+        (
+            "Train the 64 x 64 patch UNet on phantom vertebra patches, with log loss alone "
+            "(UNet) or with the shape-aware term (UNet-S, --shape-aware). Checkpoints after "
+            "every epoch (--resume continues); writes segmenter.safetensors and its manifest "
+            "in --out."
+        ),
+        model="segmenter",
+    )
+    tr.add_argument("--shape-aware", action="store_true", help="add the shape-aware term (-S)")
+    tr.add_argument("--shape-weight", type=float, default=1.0, help="weight of the term (1)")
+    tr.add_argument("--train-seed", type=int_at_least(0), default=TRAIN_SEED)
+    tr.add_argument("--n-train", type=int_at_least(1), default=300, help="phantom films (300)")
+    tr.add_argument("--val-seed", type=int_at_least(0), default=VAL_SEED)
+    tr.add_argument("--n-val", type=int_at_least(1), default=40, help="phantom films (40)")
+    tr.add_argument("--render-px", type=int_at_least(200), default=800, help="film long side")
+    tr.add_argument("--width", type=int_at_least(1), default=16, help="first-level channels")
+    tr.add_argument("--epochs", type=int_at_least(1), default=20)
+    tr.add_argument("--batch-size", type=int_at_least(1), default=32)
+    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    tr.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
+    tr.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    tr.add_argument("--out", type=Path, required=True, help="run folder")
+    tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = model_parser(
+        "evaluate",
+        "measure trained networks on held-out films",
+        "UNet against UNet-S on held-out vertebra patches",
+        (
+            "Score patch segmenters on vertebra patches of held-out phantoms (a seed none of "
+            "them was trained or validated on): pixel accuracy, Dice, point-to-curve error "
+            "and fit failure, with paired t-tests; writes PREFIX.json and PREFIX.md."
+        ),
+        model="segmenter",
+    )
+    ev.add_argument("models", nargs="+", type=Path, help="run folders or .safetensors files")
+    ev.add_argument("--test-seed", type=int_at_least(0), default=TEST_SEED)
+    ev.add_argument("--n-test", type=int_at_least(1), default=100, help="phantom films (100)")
+    ev.add_argument("--out", type=Path, required=True, help="output prefix")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_evaluate)
+
+
+def _films_bar(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="film", disable=quiet, file=sys.stderr)
+    return bar, (lambda n: bar.update(n))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pacsnode.training.segmenter.data import Jitter, phantom_patches
+    from pacsnode.training.segmenter.train import SegmenterConfig, train_segmenter
+
+    if args.train_seed == args.val_seed or TEST_SEED in (args.train_seed, args.val_seed):
+        raise PacsnodeError(
+            f"training and validation seeds must differ from each other and from the test "
+            f"seed {TEST_SEED}"
+        )
+    sets = {}
+    for name, seed, n in (
+        ("train", args.train_seed, args.n_train),
+        ("val", args.val_seed, args.n_val),
+    ):
+        bar, step = _films_bar(n, f"{name} patches", args.quiet)
+        sets[name] = phantom_patches(
+            seed, n, render_px=args.render_px, jitter=Jitter(), progress=step
+        )
+        bar.close()
+    cfg = SegmenterConfig(
+        shape_aware=args.shape_aware,
+        out=args.out,
+        shape_weight=args.shape_weight,
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+        data={
+            "source": "phantoms",
+            "train": {
+                "seed": args.train_seed,
+                "films": args.n_train,
+                "patches": len(sets["train"]),
+            },
+            "val": {"seed": args.val_seed, "films": args.n_val, "patches": len(sets["val"])},
+            "render_px": args.render_px,
+            "jitter": "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)",
+        },
+        command="pacsnode " + " ".join(args.argv),
+    )
+
+    def progress(total: int, desc: str):
+        return tqdm(total=total, desc=desc, unit="batch", disable=args.quiet, file=sys.stderr)
+
+    weights = train_segmenter(
+        cfg, sets["train"], sets["val"], resume=args.resume, progress=progress
+    )
+    print(f"wrote {weights} and {weights.with_suffix('.json')}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pacsnode.training.segmenter.data import Jitter, phantom_patches
+    from pacsnode.training.segmenter.evaluate import (
+        LoadedSegmenter,
+        compare,
+        markdown_table,
+        score_segmenter,
+    )
+
+    models = [LoadedSegmenter.load(path) for path in args.models]
+    render_px = None
+    for model in models:
+        data = model.manifest.get("training", {}).get("data", {})
+        used = {data.get(part, {}).get("seed") for part in ("train", "val")}
+        if args.test_seed in used:
+            raise PacsnodeError(
+                f"{model.name} was trained or validated on seed {args.test_seed}: not a test set"
+            )
+        render_px = render_px or data.get("render_px")
+    bar, step = _films_bar(args.n_test, "test patches", args.quiet)
+    # Jittered as in training: the segmenter is scored on frames a detector would give.
+    patches = phantom_patches(
+        args.test_seed, args.n_test, render_px=render_px or 800, jitter=Jitter(), progress=step
+    )
+    bar.close()
+    scores = {model.name: score_segmenter(model, patches) for model in models}
+    table = compare(scores)
+    table["data"] = {
+        "seed": args.test_seed,
+        "films": args.n_test,
+        "patches": len(patches),
+        "render_px": render_px or 800,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(table, indent=1, default=float) + "\n")
+    title = (
+        f"Patch segmenter on {len(patches)} vertebra patches of {args.n_test} held-out "
+        f"phantoms (seed {args.test_seed})"
+    )
+    markdown = markdown_table(table, title)
+    Path(f"{args.out}.md").write_text(markdown)
+    print(markdown)
+    return 0

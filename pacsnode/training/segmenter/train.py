@@ -1,0 +1,218 @@
+"""Training of the patch segmenter: a UNet on 64 x 64 vertebra patches, with pixel-wise
+log loss alone ("UNet") or with the shape-aware term ("UNet-S", Eq. 5 with equal weights).
+
+Checkpoints every epoch (safetensors + JSON, resumable); the weights of the epoch with the
+best validation Dice are written as ``segmenter.safetensors`` with their manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from pacsnode.analysis.networks import build_network, parameter_count
+from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
+from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
+from pacsnode.training.localiser.data import DataError
+from pacsnode.training.losses import ShapeAwareLoss
+from pacsnode.training.segmenter.data import PATCH_MARGIN, PatchSet
+
+__all__ = ["KIND", "SegmenterConfig", "train_segmenter"]
+
+KIND = "segmenter"
+
+
+@dataclass
+class SegmenterConfig:
+    """Everything that decides a segmenter run; written into checkpoint and manifest."""
+
+    shape_aware: bool
+    out: Path
+    shape_weight: float = 1.0
+    width: int = 16
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    data: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def name(self) -> str:
+        return "unet-s" if self.shape_aware else "unet"
+
+    def network_config(self) -> dict[str, Any]:
+        return {"arch": "unet", "width": self.width, "depth": 3}
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror across the spine axis (a patient facing the other way), and vary contrast."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = torch.where(flip[:, None, None], x.flip(-1), x)
+    y = torch.where(flip[:, None, None], y.flip(-1), y)
+    gain = torch.exp(torch.randn(x.shape[0], 1, 1, generator=gen) * 0.15)
+    noise = torch.randn(x.shape, generator=gen) * 0.05
+    return x * gain + noise, y
+
+
+@torch.inference_mode()
+def _val_dice(net: torch.nn.Module, val: PatchSet, device: torch.device) -> float:
+    net.eval()
+    dices = []
+    for i in range(0, len(val), 256):
+        x = torch.from_numpy(val.images[i : i + 256])[:, None].to(device)
+        pred = net(x).argmax(1).cpu().bool()
+        truth = torch.from_numpy(val.masks[i : i + 256]).bool()
+        inter = (pred & truth).sum((1, 2)).float()
+        total = pred.sum((1, 2)).float() + truth.sum((1, 2)).float()
+        dices.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
+    net.train()
+    return float(torch.cat(dices).mean())
+
+
+def train_segmenter(
+    cfg: SegmenterConfig,
+    train: PatchSet,
+    val: PatchSet,
+    *,
+    resume: bool = False,
+    progress: Callable[..., Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train one segmenter variant; returns the path of ``segmenter.safetensors``."""
+    if len(train) < cfg.batch_size:
+        raise DataError(f"{len(train)} training patches, fewer than one batch of {cfg.batch_size}")
+    if len(val) == 0:
+        raise DataError("no validation patches")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net_cfg = cfg.network_config()
+    arch = net_cfg.pop("arch")
+    net = build_network(arch, **net_cfg).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    loss_fn = ShapeAwareLoss(cfg.shape_weight if cfg.shape_aware else 0.0)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ckpt = cfg.out / "checkpoint.safetensors"
+
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
+    best: dict[str, torch.Tensor] = {}
+    seconds = 0.0
+    if resume:
+        if not ckpt.exists():
+            raise DataError(f"nothing to resume: {ckpt} does not exist")
+        state = json.loads(ckpt.with_suffix(".json").read_text())
+        if state.get("config", {}).get("shape_aware") != cfg.shape_aware:
+            raise DataError(f"{ckpt} is a checkpoint of the other variant")
+        best = load_checkpoint(ckpt, state, net, opt, gen)
+        seconds = float(state.get("seconds", 0.0))
+        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+
+    images = torch.from_numpy(train.images)
+    masks = torch.from_numpy(train.masks)
+    steps = len(train) // cfg.batch_size
+    net.train()
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train), generator=gen)
+        sums = {"log": 0.0, "shape": 0.0}
+        bar = progress(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}") if progress else None
+        for s in range(steps):
+            idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            x, y = _augment(images[idx], masks[idx], gen)
+            terms = loss_fn.terms(net(x[:, None].to(device)), y.to(device))
+            loss = terms["log"] + loss_fn.shape_weight * terms["shape"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums["log"] += float(terms["log"].detach())
+            sums["shape"] += float(terms["shape"].detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    log=f"{sums['log'] / (s + 1):.4f}", shape=f"{sums['shape'] / (s + 1):.4f}"
+                )
+        if bar is not None:
+            bar.close()
+        dice = _val_dice(net, val, device)
+        seconds += time.perf_counter() - t0
+        entry = {
+            "epoch": epoch + 1,
+            "log_loss": sums["log"] / steps,
+            "shape_loss": sums["shape"] / steps,
+            "val_dice": dice,
+            "seconds": round(seconds, 1),
+        }
+        state["history"].append(entry)
+        if dice > state["best_val_dice"]:
+            state["best_val_dice"], state["best_epoch"] = dice, epoch + 1
+            best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state["epoch"] = epoch + 1
+        state["seconds"] = seconds
+        state["config"] = cfg.as_json()
+        save_checkpoint(ckpt, net, opt, gen, best, state)
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: log loss {entry['log_loss']:.4f}, shape "
+            f"{entry['shape_loss']:.4f}, validation Dice {dice:.4f} ({seconds:.0f} s)"
+        )
+
+    weights = cfg.out / f"{KIND}.safetensors"
+    save_file({k: v.contiguous() for k, v in best.items()}, str(weights))
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "kind": KIND,
+        "name": cfg.name,
+        "file": weights.name,
+        "sha256": file_sha256(weights),
+        "bytes": weights.stat().st_size,
+        "network": cfg.network_config(),
+        "parameters": parameter_count(net),
+        "input": {
+            "size": int(train.images.shape[-1]),
+            "margin": PATCH_MARGIN,
+            "normalisation": "per patch: zero mean, unit standard deviation",
+            "frame": "centred on the body, v along the spine axis head to tail",
+        },
+        "training": {
+            "command": cfg.command,
+            "loss": "log loss + shape-aware term (Eq. 5)" if cfg.shape_aware else "log loss",
+            "shape_weight": cfg.shape_weight if cfg.shape_aware else 0.0,
+            "optimiser": "Adam",
+            "lr": cfg.lr,
+            "batch_size": cfg.batch_size,
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "data": cfg.data,
+            "best_epoch": state["best_epoch"],
+            "best_val_dice": state["best_val_dice"],
+            "seconds": round(seconds, 1),
+            "device": str(device),
+            "torch": torch.__version__,
+            "host": f"{platform.machine()} {torch.get_num_threads()} threads",
+            "history": state["history"],
+        },
+        "evaluation": {},
+    }
+    weights.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+    return weights
