@@ -1,0 +1,61 @@
+"""Genant grades and deformity shapes from body heights, checked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from pacsnode.analysis.findings import Deformity, genant_grade, read_findings
+from pacsnode.analysis.measure import BodyHeights
+
+
+def body(anterior: float, middle: float, posterior: float) -> BodyHeights:
+    origin = (0.0, 0.0)
+    return BodyHeights(origin, origin, origin, origin, origin, origin, anterior, middle, posterior)
+
+
+@pytest.mark.parametrize(
+    ("loss", "grade"), [(0.0, 0), (0.199, 0), (0.2, 1), (0.249, 1), (0.25, 2), (0.40, 2), (0.41, 3)]
+)
+def test_genant_thresholds(loss: float, grade: int) -> None:
+    assert genant_grade(loss) == grade
+
+
+def test_genant_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        genant_grade(-0.1)
+
+
+def test_a_normal_chain_has_no_findings() -> None:
+    chain = [body(30, 29, 30), body(31, 30, 31), body(32, 31, 32)]
+    assert [f.grade for f in read_findings(chain)] == [0, 0, 0]
+    assert all(f.deformity is Deformity.NONE for f in read_findings(chain))
+
+
+def test_wedge_biconcave_and_crush() -> None:
+    chain = [
+        body(30, 30, 30),
+        body(21, 27, 30),  # anterior 30 % lower: moderate wedge
+        body(30, 30, 30),
+        body(30, 23, 30),  # middle 23 % lower: mild biconcave
+        body(30, 30, 30),
+        body(16, 16, 17),  # flattened as a whole, 47 % below its neighbours: severe crush
+        body(30, 30, 30),
+    ]
+    findings = read_findings(chain)
+    assert [(f.grade, f.deformity) for f in findings] == [
+        (0, Deformity.NONE),
+        (2, Deformity.WEDGE),
+        (0, Deformity.NONE),
+        (1, Deformity.BICONCAVE),
+        (0, Deformity.NONE),
+        (3, Deformity.CRUSH),
+        (0, Deformity.NONE),
+    ]
+    assert findings[1].height_loss == pytest.approx(0.3)
+    assert findings[5].expected_height == 30
+
+
+def test_an_empty_chain_and_a_lone_body() -> None:
+    assert read_findings([]) == []
+    [alone] = read_findings([body(20, 28, 30)])
+    assert alone.grade == 2 and alone.deformity is Deformity.WEDGE
