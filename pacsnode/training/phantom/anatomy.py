@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from pacsnode.analysis.findings import genant_grade
 from pacsnode.training.phantom.geometry import (
     Polygon,
     arc_band,
@@ -62,17 +63,6 @@ MU_METAL = 0.35
 MU_AIR = -0.019
 
 FRACTURE_TYPES = ("wedge", "biconcave", "crush")
-
-
-def genant_grade(height_loss: float) -> int:
-    """Genant semi-quantitative grade from the fractional height loss (0.22 for 22 %)."""
-    if height_loss < 0.20:
-        return 0
-    if height_loss < 0.25:
-        return 1
-    if height_loss <= 0.40:
-        return 2
-    return 3
 
 
 @dataclass(frozen=True)
