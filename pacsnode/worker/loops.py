@@ -6,6 +6,7 @@ result is never analysed again. Each loop is a thread that leases one item at a 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -34,7 +35,7 @@ def worker_name(role: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{role}"
 
 
-class _Loop(threading.Thread):
+class _Loop(threading.Thread, abc.ABC):
     """A thread that repeats :meth:`step` until stopped, resting when there is nothing."""
 
     def __init__(self, name: str, queue: JobQueue, audit: AuditLog, stop: threading.Event) -> None:
@@ -61,9 +62,9 @@ class _Loop(threading.Thread):
                 self.wake.clear()
         log.info("%s stopped", self.worker_id)
 
+    @abc.abstractmethod
     def step(self) -> bool:
         """Do one item's work; False when there was nothing to do."""
-        raise NotImplementedError
 
     def _record(self, event: AuditEvent, outcome: Outcome, **fields: Any) -> None:
         try:
