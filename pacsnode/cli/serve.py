@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from pacsnode.errors import PacsnodeError
+
 __all__ = ["add_serve_command"]
 
 log = logging.getLogger("pacsnode.serve")
@@ -84,8 +86,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         node.start()
     except OSError as exc:
-        from pacsnode.errors import PacsnodeError
-
         node.stop()
         raise PacsnodeError(f"cannot start: {exc}") from exc
     if node.address is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ from safetensors.torch import save_file
 
 from pacsnode.analysis.networks import build_network, parameter_count
 from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
-from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
+from pacsnode.training.checkpoints import load_checkpoint
 from pacsnode.training.localiser.data import DataError
+from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import ShapeAwareLoss
 from pacsnode.training.segmenter.data import PATCH_MARGIN, PatchSet
 
@@ -116,7 +116,6 @@ def train_segmenter(
 
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
     best: dict[str, torch.Tensor] = {}
-    seconds = 0.0
     if resume:
         if not ckpt.exists():
             raise DataError(f"nothing to resume: {ckpt} does not exist")
@@ -124,58 +123,35 @@ def train_segmenter(
         if state.get("config", {}).get("shape_aware") != cfg.shape_aware:
             raise DataError(f"{ckpt} is a checkpoint of the other variant")
         best = load_checkpoint(ckpt, state, net, opt, gen)
-        seconds = float(state.get("seconds", 0.0))
         log(f"resuming {cfg.out} after epoch {state['epoch']}")
 
-    images = torch.from_numpy(train.images)
-    masks = torch.from_numpy(train.masks)
-    steps = len(train) // cfg.batch_size
-    net.train()
-    for epoch in range(state["epoch"], cfg.epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(len(train), generator=gen)
-        sums = {"log": 0.0, "shape": 0.0}
-        bar = progress(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}") if progress else None
-        for s in range(steps):
-            idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            x, y = _augment(images[idx], masks[idx], gen)
-            terms = loss_fn.terms(net(x[:, None].to(device)), y.to(device))
-            loss = terms["log"] + loss_fn.shape_weight * terms["shape"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums["log"] += float(terms["log"].detach())
-            sums["shape"] += float(terms["shape"].detach())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    log=f"{sums['log'] / (s + 1):.4f}", shape=f"{sums['shape'] / (s + 1):.4f}"
-                )
-        if bar is not None:
-            bar.close()
-        dice = _val_dice(net, val, device)
-        seconds += time.perf_counter() - t0
-        entry = {
-            "epoch": epoch + 1,
-            "log_loss": sums["log"] / steps,
-            "shape_loss": sums["shape"] / steps,
-            "val_dice": dice,
-            "seconds": round(seconds, 1),
-        }
-        state["history"].append(entry)
-        if dice > state["best_val_dice"]:
-            state["best_val_dice"], state["best_epoch"] = dice, epoch + 1
-            best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        state["epoch"] = epoch + 1
-        state["seconds"] = seconds
-        state["config"] = cfg.as_json()
-        save_checkpoint(ckpt, net, opt, gen, best, state)
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs}: log loss {entry['log_loss']:.4f}, shape "
-            f"{entry['shape_loss']:.4f}, validation Dice {dice:.4f} ({seconds:.0f} s)"
-        )
+    def batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = _augment(x, y, gen)
+        return x[:, None].to(device), y.to(device)
+
+    loop = EpochLoop(
+        extra="shape",
+        extra_weight=loss_fn.shape_weight,
+        batch=batch,
+        terms=lambda x, y: loss_fn.terms(net(x), y),
+        validate=lambda: _val_dice(net, val, device),
+    )
+    best, seconds = run_epochs(
+        loop,
+        net=net,
+        opt=opt,
+        gen=gen,
+        images=torch.from_numpy(train.images),
+        masks=torch.from_numpy(train.masks),
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        checkpoint=ckpt,
+        state=state,
+        best=best,
+        config=cfg.as_json(),
+        progress=progress,
+        log=log,
+    )
 
     weights = cfg.out / f"{KIND}.safetensors"
     save_file({k: v.contiguous() for k, v in best.items()}, str(weights))
