@@ -13,6 +13,10 @@ mask is not the area of the box around it, and a group takes either a region or 
 segment, not both (DICOM-NOTES). The second group shares its Tracking UID with the SEG
 segment, so a reader can join the two objects.
 
+Given the stack's :class:`~pacsnode.analysis.reading.SpineReading`, three groups per
+vertebra follow, head first, and the report says when the vertebrae could not be
+identified (:mod:`pacsnode.export.vertebrae`).
+
 Lengths and areas are in mm when the film's spacing is known, and each carries a
 Measurement Method saying which spacing (calibrated, magnification-corrected, detector);
 otherwise they are in pixels (UCUM ``{pixels}``).
@@ -28,19 +32,28 @@ import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
 from pacsnode.errors import ExportError
+from pacsnode.export._measurements import (
+    LOCAL_SCHEME,
+    PIXELS,
+    SPACING_METHODS,
+    measurement,
+    pixel_mm,
+    segment_reference,
+)
 from pacsnode.export._source import film_spacing, header_copy
 from pacsnode.export.identity import AlgorithmInfo, NodeIdentity
 from pacsnode.export.regions import SpineRegion, resolve_region
 from pacsnode.export.seg import SEGMENT_LABEL, SPINE_SEGMENT_NUMBER, spine_tracking_uid
 from pacsnode.export.uids import ExportKind, export_uids, name_based_uid
-from pacsnode.imaging.reader import PixelSpacing, SpacingBasis
+from pacsnode.export.vertebrae import identification_statement, vertebra_groups
+from pacsnode.imaging.reader import PixelSpacing
 
 if TYPE_CHECKING:  # the analysis stack imports torch; the builders need only the result
     from pacsnode.analysis.localise import Localisation
     from pacsnode.analysis.lowres import OrientedBox
+    from pacsnode.analysis.reading import SpineReading
 
 __all__ = [
     "LOCAL_SCHEME",
@@ -60,30 +73,6 @@ BOX_LABEL = "Spine region box"
 PROCEDURE_REPORTED = codes.SCT.PlainRadiography
 """SCT 168537006: pydicom's dictionary holds no spine-specific radiography procedure."""
 
-PIXELS = Code("{pixels}", "UCUM", "Pixels")
-"""Unit of lengths (pixel pitches) and areas (pixel counts) when spacing is unknown, as
-highdicom writes Pixel Data Rows/Columns."""
-
-LOCAL_SCHEME = "99PACSNODE"
-"""pacsnode's local coding scheme (PS3.16 §8: a designator beginning "99"), declared in
-the SR's Coding Scheme Identification Sequence. No standard concept names the plane a
-film's pixel spacing holds in."""
-
-SPACING_METHODS = {
-    SpacingBasis.CALIBRATED: Code(
-        "SPC-CALIBRATED", LOCAL_SCHEME, "Pixel Spacing calibrated to the patient"
-    ),
-    SpacingBasis.MAGNIFICATION_CORRECTED: Code(
-        "SPC-MAGNIFICATION",
-        LOCAL_SCHEME,
-        "Imager Pixel Spacing / Estimated Radiographic Magnification",
-    ),
-    SpacingBasis.DETECTOR: Code(
-        "SPC-DETECTOR", LOCAL_SCHEME, "Imager Pixel Spacing at the detector, not corrected"
-    ),
-}
-"""Measurement Method of a measurement in mm: the spacing basis (PS3.3 §10.7) it used."""
-
 
 def box_sides(box: OrientedBox, spacing: PixelSpacing) -> tuple[float, float]:
     """(length, width) of an oriented box: in mm when ``spacing`` is known, else pixels.
@@ -93,7 +82,7 @@ def box_sides(box: OrientedBox, spacing: PixelSpacing) -> tuple[float, float]:
     starting along its long axis (:func:`pacsnode.analysis.lowres.oriented_box`).
     """
     (x0, y0), (x1, y1), (x2, y2) = box.corners[:3]
-    sy, sx = _pixel_mm(spacing) or (1.0, 1.0)
+    sy, sx = pixel_mm(spacing) or (1.0, 1.0)
     return (
         math.hypot((x1 - x0) * sx, (y1 - y0) * sy),
         math.hypot((x2 - x1) * sx, (y2 - y1) * sy),
@@ -110,6 +99,7 @@ def build_spine_sr(
     spacing: PixelSpacing | None = None,
     node: NodeIdentity | None = None,
     series_number: int = SR_SERIES_NUMBER,
+    reading: SpineReading | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """A Measurement Report of the spine region found on one film.
 
@@ -134,6 +124,12 @@ def build_spine_sr(
         The node as device observer; defaults to :class:`NodeIdentity`.
     series_number
         Series Number of the new series.
+    reading
+        The vertebrae found on the film, when the full stack ran: three more measurement
+        groups per vertebra (:func:`~pacsnode.export.vertebrae.vertebra_groups`), which
+        refer to the vertebra segments ``seg_dataset`` must then hold, and a statement that
+        identification was not possible when the reading has no reference vertebra
+        (:func:`~pacsnode.export.vertebrae.identification_statement`).
 
     Returns
     -------
@@ -180,24 +176,31 @@ def build_spine_sr(
         algorithm_id=algorithm.sr_identification(),
         geometric_purpose=codes.SCT.BoundedBy,
         measurements=[
-            _measurement(codes.SCT.Length, length, spacing, area=False),
-            _measurement(codes.SCT.Width, width, spacing, area=False),
+            measurement(codes.SCT.Length, length, spacing, area=False),
+            measurement(codes.SCT.Width, width, spacing, area=False),
         ],
     )
 
-    row_mm, col_mm = _pixel_mm(spacing) or (1.0, 1.0)
+    row_mm, col_mm = pixel_mm(spacing) or (1.0, 1.0)
     area = float(np.count_nonzero(mask)) * row_mm * col_mm
     segment_group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=spine_tracking_uid(film_uid, algorithm.version), identifier=SEGMENT_LABEL
         ),
-        referenced_segment=_segment_reference(seg_dataset, header),
+        referenced_segment=segment_reference(seg_dataset, header, SPINE_SEGMENT_NUMBER),
         finding_type=spine.code,
         finding_category=codes.SCT.AnatomicalStructure,
         algorithm_id=algorithm.sr_identification(),
-        measurements=[_measurement(codes.SCT.Area, area, spacing, area=True)],
+        measurements=[measurement(codes.SCT.Area, area, spacing, area=True)],
     )
 
+    vertebrae = []
+    statement = None
+    if reading is not None:
+        vertebrae = vertebra_groups(
+            reading, seg_dataset, header, algorithm=algorithm, spacing=spacing
+        )
+        statement = identification_statement(reading)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
             observer_device_context=hd.sr.ObserverContext(
@@ -212,8 +215,10 @@ def build_spine_sr(
             )
         ),
         procedure_reported=PROCEDURE_REPORTED,
-        imaging_measurements=[box_group, segment_group],
+        imaging_measurements=[box_group, segment_group, *vertebrae],
     )
+    if statement is not None:  # TID 1500 row 12, after Imaging Measurements
+        report[0].ContentSequence.append(statement)
     uids = export_uids(film_uid, algorithm.version, ExportKind.SR)
     return hd.sr.ComprehensiveSR(
         evidence=[header, seg_dataset],
@@ -240,26 +245,6 @@ def build_spine_sr(
     )
 
 
-def _pixel_mm(spacing: PixelSpacing) -> tuple[float, float] | None:
-    """(row, col) spacing in mm when measurements can be given in mm, else None."""
-    if spacing.basis not in SPACING_METHODS or not (spacing.row_mm and spacing.col_mm):
-        return None
-    return float(spacing.row_mm), float(spacing.col_mm)
-
-
-def _measurement(
-    name: Code, value: float, spacing: PixelSpacing, *, area: bool
-) -> hd.sr.Measurement:
-    if _pixel_mm(spacing) is None:
-        return hd.sr.Measurement(name=name, value=float(value), unit=PIXELS)
-    return hd.sr.Measurement(
-        name=name,
-        value=float(value),
-        unit=codes.UCUM.SquareMillimeter if area else codes.UCUM.Millimeter,
-        method=SPACING_METHODS[spacing.basis],
-    )
-
-
 def _check_seg(seg: Dataset, film: Dataset) -> None:
     if seg.get("Modality") != "SEG" or seg.get("StudyInstanceUID") != film.StudyInstanceUID:
         raise ExportError("the SEG given is not a segmentation in the film's study")
@@ -270,26 +255,3 @@ def _check_seg(seg: Dataset, film: Dataset) -> None:
     }
     if str(film.SOPInstanceUID) not in sources:
         raise ExportError(f"the SEG given was not derived from film {film.SOPInstanceUID}")
-
-
-def _segment_reference(seg: Dataset, film: Dataset) -> hd.sr.ReferencedSegmentationFrame:
-    """TID 1410's Referenced Segmentation Frame for the SEG's one frame (segment 1).
-
-    highdicom writes Referenced Segment Number beside Referenced Frame Number; PS3.3 makes
-    each conditional on the other's absence, and dciodvfy rejects both together
-    (DICOM-NOTES). A BINARY SEG of a single-frame film has one frame per
-    segment, so the frame number alone names the segment. The film, single-frame, is
-    referenced without frame numbers.
-    """
-    reference = hd.sr.ReferencedSegmentationFrame(
-        sop_class_uid=seg.SOPClassUID,
-        sop_instance_uid=seg.SOPInstanceUID,
-        frame_number=1,  # the SEG's only frame
-        segment_number=SPINE_SEGMENT_NUMBER,
-        source_image=hd.sr.SourceImageForSegmentation(
-            referenced_sop_class_uid=film.SOPClassUID,
-            referenced_sop_instance_uid=film.SOPInstanceUID,
-        ),
-    )
-    del reference[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
-    return reference
