@@ -108,6 +108,8 @@ class Node:
             settings.analysis.models_dir,
             settings.storage.data_dir / RESULTS_SUBDIR,
             device=settings.analysis.device,
+            eta=settings.analysis.ensemble_eta,
+            lam=settings.analysis.ensemble_lambda,
         )
         lease = settings.worker.lease_seconds
         delivery = DeliveryLoop(

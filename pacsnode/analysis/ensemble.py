@@ -112,23 +112,28 @@ def ensemble(
         raise ValueError(f"lambda must be non-negative, got {lam}")
     remaining_u = [m.astype(bool, copy=False) for m in semantic if m.any()]
     remaining_m = [m.astype(bool, copy=False) for m in instance if m.any()]
+    boxes_m = [_box(m) for m in remaining_m]
     accepted: list[Ensembled] = []
 
     i = 0
     while i < len(remaining_u):
         blob = remaining_u[i]
+        box = _box(blob)
         matched = False
         j = 0
         while j < len(remaining_m):
             candidate = remaining_m[j]
+            if not _touch(box, boxes_m[j]):  # δ = δ_m = 0: neither rule applies
+                j += 1
+                continue
             if agreement(blob, candidate) > eta:
                 accepted.append(Ensembled(np.logical_or(blob, candidate), Origin.AGREEMENT))
-                del remaining_m[j]
+                del remaining_m[j], boxes_m[j]
                 matched = True
                 break
             if instance_coverage(blob, candidate) > eta:
                 accepted.append(Ensembled(candidate, Origin.INSTANCE_IN_BLOB))
-                del remaining_m[j]
+                del remaining_m[j], boxes_m[j]
                 continue
             j += 1
         if matched:
@@ -149,6 +154,17 @@ def ensemble(
                 if low < int(mask.sum()) < high:
                     accepted.append(Ensembled(mask, origin))
     return sort_along_spine(accepted, axis)
+
+
+def _box(mask: Mask) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1) of a non-empty mask, half-open."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _touch(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
 def sort_along_spine(masks: Sequence[Ensembled], axis: tuple[float, float]) -> list[Ensembled]:

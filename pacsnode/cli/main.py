@@ -17,8 +17,11 @@ from pathlib import Path
 from pacsnode import __version__
 from pacsnode.cli._args import int_at_least
 from pacsnode.cli.admin import add_admin_commands
+from pacsnode.cli.identifier import add_identifier_commands
+from pacsnode.cli.region import add_orienter_command, add_region_commands
 from pacsnode.cli.segmenter import add_segmenter_commands
 from pacsnode.cli.serve import add_serve_command
+from pacsnode.cli.stack import add_stack_commands
 from pacsnode.errors import PacsnodeError
 
 __all__ = ["main"]
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_calibrate(sub)
     add_segmenter_commands(functools.partial(_model_parser, sub))
+    add_region_commands(functools.partial(_model_parser, sub))
+    add_orienter_command(functools.partial(_model_parser, sub))
+    add_identifier_commands(functools.partial(_model_parser, sub))
+    add_stack_commands(functools.partial(_model_parser, sub))
     add_serve_command(sub)
     add_admin_commands(sub)
     an = sub.add_parser(
@@ -89,15 +96,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from pacsnode.analysis.localise import Localiser
+    from pacsnode.analysis.stack import Stack
     from pacsnode.analysis.weights import DEFAULT_MODELS_DIR
     from pacsnode.export.overlay import render_overlay_png
     from pacsnode.export.results import algorithm_of, build_results
     from pacsnode.imaging import read_film
+    from pacsnode.worker.analyst import describe
 
     models = args.models_dir or DEFAULT_MODELS_DIR
-    localiser = Localiser.load(models / "localiser.safetensors", device=args.device)
-    algorithm = algorithm_of(localiser.manifest)
+    stack = Stack.load(models, device=args.device)
+    algorithm = algorithm_of(stack.localiser.manifest)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -108,18 +116,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             data = path.read_bytes()  # once: the reader and the header parse share it
             film = read_film(data)
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            found = localiser.predict(film.image)
+            result = stack.read(film.image)
+            found, reading = result.localisation, result.reading
             # A UID is full of dots: build names whole, never with Path.with_suffix.
             stem = str(args.out / (film.sop_instance_uid or path.stem))
-            render_overlay_png(film.image, found, stem + ".png")
-            results = build_results(header, film, found, algorithm)
+            render_overlay_png(film.image, found, stem + ".png", reading=reading)
+            results = build_results(header, film, found, algorithm, reading)
             results.seg.save_as(stem + ".seg.dcm", enforce_file_format=True)
             results.sr.save_as(stem + ".sr.dcm", enforce_file_format=True)
         except (PacsnodeError, InvalidDicomError, OSError) as exc:
             failed += 1
             print(f"{path}: not analysed: {exc}", file=sys.stderr)
             continue
-        print(f"{path}: spine found, {found.mask.sum()} pixels -> {stem}.seg.dcm, .sr.dcm, .png")
+        assert reading is not None  # build_results refused a film without a spine
+        print(f"{path}: {describe(reading)} -> {stem}.seg.dcm, .sr.dcm, .png")
     return EXIT_ERROR if failed else EXIT_OK
 
 

@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pacsnode.cli._args import int_at_least
 from pacsnode.errors import PacsnodeError
@@ -36,6 +37,13 @@ def add_segmenter_commands(model_parser: Callable[..., argparse.ArgumentParser])
     )
     tr.add_argument("--shape-aware", action="store_true", help="add the shape-aware term (-S)")
     tr.add_argument("--shape-weight", type=float, default=1.0, help="weight of the term (1)")
+    tr.add_argument(
+        "--data",
+        default="phantoms",
+        help="'phantoms' (default) or a folder of annotated films (outline JSON, label "
+        "masks or landmark CSVs beside DICOM or PNG images)",
+    )
+    tr.add_argument("--val-data", type=Path, help="folder of validation films (with --data DIR)")
     tr.add_argument("--train-seed", type=int_at_least(0), default=TRAIN_SEED)
     tr.add_argument("--n-train", type=int_at_least(1), default=300, help="phantom films (300)")
     tr.add_argument("--val-seed", type=int_at_least(0), default=VAL_SEED)
@@ -80,11 +88,10 @@ def _films_bar(total: int, desc: str, quiet: bool):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from pacsnode.training.segmenter.data import Jitter, phantom_patches
-    from pacsnode.training.segmenter.train import SegmenterConfig, train_segmenter
 
+    if args.data != "phantoms":
+        return _train_on_folder(args)
     if args.train_seed == args.val_seed or TEST_SEED in (args.train_seed, args.val_seed):
         raise PacsnodeError(
             f"training and validation seeds must differ from each other and from the test "
@@ -100,6 +107,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed, n, render_px=args.render_px, jitter=Jitter(), progress=step
         )
         bar.close()
+    return _train(
+        args,
+        sets,
+        {
+            "source": "phantoms",
+            "train": {
+                "seed": args.train_seed,
+                "films": args.n_train,
+                "patches": len(sets["train"]),
+            },
+            "val": {"seed": args.val_seed, "films": args.n_val, "patches": len(sets["val"])},
+            "render_px": args.render_px,
+            "jitter": "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)",
+        },
+    )
+
+
+def _train_on_folder(args: argparse.Namespace) -> int:
+    from pacsnode.training.annotations import read_folder
+    from pacsnode.training.segmenter.data import Jitter, folder_patches
+
+    if args.val_data is None:
+        raise PacsnodeError("--data DIR needs --val-data DIR: a folder of validation films")
+    sets, data = {}, {"source": "folder"}
+    for name, folder in (("train", Path(args.data)), ("val", args.val_data)):
+        films = read_folder(folder)
+        sets[name] = folder_patches(films, jitter=Jitter(), seed={"train": 1, "val": 2}[name])
+        data[name] = {"folder": str(folder), "films": len(films), "patches": len(sets[name])}
+    data["jitter"] = "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)"
+    return _train(args, sets, data)
+
+
+def _train(args: argparse.Namespace, sets: dict[str, Any], data: dict[str, Any]) -> int:
+    from tqdm import tqdm
+
+    from pacsnode.training.segmenter.train import SegmenterConfig, train_segmenter
+
     cfg = SegmenterConfig(
         shape_aware=args.shape_aware,
         out=args.out,
@@ -111,17 +155,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         device=args.device,
-        data={
-            "source": "phantoms",
-            "train": {
-                "seed": args.train_seed,
-                "films": args.n_train,
-                "patches": len(sets["train"]),
-            },
-            "val": {"seed": args.val_seed, "films": args.n_val, "patches": len(sets["val"])},
-            "render_px": args.render_px,
-            "jitter": "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)",
-        },
+        data=data,
         command="pacsnode " + " ".join(args.argv),
     )
 

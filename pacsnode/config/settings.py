@@ -110,6 +110,8 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "analysis": {
         "device": "cpu",
         "models_dir": str(SHIPPED_MODELS_DIR),
+        "ensemble_eta": 0.6,
+        "ensemble_lambda": 2.0,
     },
     "filter": {
         "modalities": ["DX", "CR"],
@@ -279,10 +281,17 @@ class AnalysisSettings:
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     models_dir
         Directory of the weight files, absolute.
+    ensemble_eta
+        VertXNet's η: two masks agree when their overlap over the larger is above it.
+    ensemble_lambda
+        VertXNet's λ: an unmatched mask is kept when its area is within λ standard
+        deviations of the mean area of the masks already accepted.
     """
 
     device: str
     models_dir: Path
+    ensemble_eta: float = 0.6
+    ensemble_lambda: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +579,35 @@ def _seconds(raw: _Raw) -> float:
     return value
 
 
+def _number(raw: _Raw) -> float:
+    value = raw.value
+    if raw.from_env:
+        try:
+            value = float(str(value).strip())
+        except ValueError:
+            raise _Invalid(f"{raw.value!r} is not a number") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected a number, got {_type_name(value)}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _Invalid(f"must be a finite number, got {value}")
+    return value
+
+
+def _fraction(raw: _Raw) -> float:
+    value = _number(raw)
+    if not 0.0 < value < 1.0:
+        raise _Invalid(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def _non_negative(raw: _Raw) -> float:
+    value = _number(raw)
+    if value < 0.0:
+        raise _Invalid(f"must not be negative, got {value}")
+    return value
+
+
 def _path(raw: _Raw) -> Path:
     text = _text(raw).strip()
     if not text:
@@ -742,6 +780,8 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     "analysis": {
         "device": _device,
         "models_dir": _path,
+        "ensemble_eta": _fraction,
+        "ensemble_lambda": _non_negative,
     },
     "filter": {
         "modalities": _list_of(_code_string),

@@ -16,10 +16,20 @@ from pacsnode.export.regions import SPINE_COLOUR_RGB
 
 if TYPE_CHECKING:  # the analysis stack imports torch; drawing needs only the result
     from pacsnode.analysis.localise import Localisation
+    from pacsnode.analysis.reading import SpineReading
 
-__all__ = ["BOX_COLOUR_RGB", "DEFAULT_MAX_SIDE", "render_overlay", "render_overlay_png"]
+__all__ = [
+    "BOX_COLOUR_RGB",
+    "DEFAULT_MAX_SIDE",
+    "GRADED_COLOUR_RGB",
+    "VERTEBRA_COLOUR_RGB",
+    "render_overlay",
+    "render_overlay_png",
+]
 
 BOX_COLOUR_RGB = (0, 200, 255)
+VERTEBRA_COLOUR_RGB = (80, 255, 80)
+GRADED_COLOUR_RGB = (255, 150, 0)
 DEFAULT_MAX_SIDE = 1024
 """Longest side of the picture in pixels; larger films are shrunk to it."""
 
@@ -31,8 +41,10 @@ def render_overlay(
     localisation: Localisation,
     *,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    reading: SpineReading | None = None,
 ) -> Image.Image:
-    """The film in grey with the spine region tinted and outlined and its oriented box drawn.
+    """The film in grey with the spine region tinted and outlined and its oriented box
+    drawn, and each vertebra's outline with its label when a reading is given.
 
     Parameters
     ----------
@@ -44,6 +56,9 @@ def render_overlay(
     max_side
         Shrink the picture so that its longer side is at most this many pixels; None
         keeps the film's size.
+    reading
+        The stack's vertebrae: outlines in :data:`VERTEBRA_COLOUR_RGB` (orange when a
+        deformity is graded), labels beside their centroids, "?" after positional ones.
 
     Returns
     -------
@@ -81,6 +96,14 @@ def render_overlay(
         draw.line([*points, points[0]], fill=BOX_COLOUR_RGB, width=line)
     elif not mask.any():
         draw.text((4 * line, 4 * line), "no spine found", fill=(255, 64, 64))
+    for vertebra in reading.vertebrae if reading is not None else ():
+        graded = vertebra.finding is not None and vertebra.finding.grade > 0
+        colour = GRADED_COLOUR_RGB if graded else VERTEBRA_COLOUR_RGB
+        points = [(x * scale, y * scale) for x, y in vertebra.outline]
+        draw.line([*points, points[0]], fill=colour, width=line)
+        x, y = vertebra.centroid
+        text = vertebra.label if vertebra.identified else f"{vertebra.label}?"
+        draw.text((x * scale + 4 * line, y * scale), text, fill=colour)
     return picture
 
 
@@ -90,6 +113,8 @@ def render_overlay_png(
     path: str | os.PathLike[str],
     *,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    reading: SpineReading | None = None,
 ) -> None:
     """Write :func:`render_overlay` of a film to ``path`` as a PNG."""
-    render_overlay(film_image, localisation, max_side=max_side).save(path, format="PNG")
+    picture = render_overlay(film_image, localisation, max_side=max_side, reading=reading)
+    picture.save(path, format="PNG")

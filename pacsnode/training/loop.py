@@ -43,6 +43,8 @@ class EpochLoop:
         Called before each step with the run's progress in [0, 1), for a schedule.
     extra_digits
         Decimals of the extra term in the log line.
+    score
+        Name of what ``validate`` measures, for the log line (higher is better).
     """
 
     extra: str
@@ -52,6 +54,7 @@ class EpochLoop:
     validate: Callable[[], float]
     set_lr: Callable[[float], None] | None = None
     extra_digits: int = 4
+    score: str = "Dice"
 
 
 def run_epochs(
@@ -122,7 +125,7 @@ def run_epochs(
         save_checkpoint(checkpoint, net, opt, gen, best, state)
         log(
             f"epoch {epoch + 1}/{epochs}: log loss {entry['log_loss']:.4f}, {extra} "
-            f"{entry[f'{extra}_loss']:.{loop.extra_digits}f}, validation Dice {dice:.4f} "
+            f"{entry[f'{extra}_loss']:.{loop.extra_digits}f}, validation {loop.score} {dice:.4f} "
             f"({seconds:.0f} s)"
         )
     return best, seconds

@@ -9,26 +9,26 @@ import hashlib
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA
 from pacsnode.durable import write_durably
 from pacsnode.errors import ExportError, ImageReadError, ReadFailure
 from pacsnode.export.identity import AlgorithmInfo
 from pacsnode.imaging.reader import read_film
 
 if TYPE_CHECKING:
-    from pacsnode.analysis.localise import Localiser
+    from pacsnode.analysis.reading import SpineReading
+    from pacsnode.analysis.stack import Stack
 
-__all__ = ["Analysis", "Analyst", "ResultFile"]
+__all__ = ["Analysis", "Analyst", "ResultFile", "describe"]
 
 log = logging.getLogger(__name__)
-
-LOCALISER_FILE = "localiser.safetensors"
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,17 @@ class Analysis:
     results
         The result objects to send; empty when nothing was found.
     finding
-        A sentence for the audit log, e.g. "spine region found (153,221 pixels)".
+        A sentence for the audit log, e.g. "7 vertebrae C2-T1, named from C2 (p 0.99)".
     seconds
         Wall time of reading, analysing and writing.
+    stages
+        Wall time of each stage of the stack.
     """
 
     results: tuple[ResultFile, ...]
     finding: str
     seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 class Analyst:
@@ -74,21 +77,29 @@ class Analyst:
 
     Parameters
     ----------
-    localiser
-        The spine localiser, loaded once.
+    stack
+        The networks of the stack, loaded once.
     results_dir
         Where result objects are written, one directory per source instance.
     """
 
-    def __init__(self, localiser: Localiser, results_dir: Path) -> None:
+    def __init__(self, stack: Stack, results_dir: Path) -> None:
         from pacsnode.export.results import algorithm_of
 
-        self.localiser = localiser
-        self.algorithm: AlgorithmInfo = algorithm_of(localiser.manifest)
+        self.stack = stack
+        self.algorithm: AlgorithmInfo = algorithm_of(stack.localiser.manifest)
         self.results_dir = results_dir
 
     @classmethod
-    def load(cls, models_dir: Path, results_dir: Path, device: str = "cpu") -> Analyst:
+    def load(
+        cls,
+        models_dir: Path,
+        results_dir: Path,
+        device: str = "cpu",
+        *,
+        eta: float = DEFAULT_ETA,
+        lam: float = DEFAULT_LAMBDA,
+    ) -> Analyst:
         """Load the shipped (or configured) models from ``models_dir``.
 
         Raises
@@ -96,13 +107,15 @@ class Analyst:
         ModelError
             A weight file is missing, altered, or does not fit its manifest.
         """
-        from pacsnode.analysis.localise import Localiser
+        from pacsnode.analysis.stack import Stack
 
-        localiser = Localiser.load(models_dir / LOCALISER_FILE, device=device)
+        stack = Stack.load(models_dir, device=device, eta=eta, lam=lam)
         log.info(
-            "analysis stack loaded: %s on %s", localiser.manifest.get("name"), localiser.device
+            "analysis stack loaded from %s: %s",
+            models_dir,
+            ", ".join(f"{k} {v}" for k, v in stack.versions.items()),
         )
-        return cls(localiser, results_dir)
+        return cls(stack, results_dir)
 
     def directory_for(self, sop_instance_uid: str) -> Path:
         fan = hashlib.sha1(sop_instance_uid.encode("ascii")).hexdigest()[:2]
@@ -129,12 +142,16 @@ class Analyst:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         except InvalidDicomError as exc:  # the reader accepted it, so this is unexpected
             raise ImageReadError(ReadFailure.NOT_DICOM, str(exc)) from exc
-        found = self.localiser.predict(film.image)
-        if not found.found:
+        result = self.stack.read(film.image)
+        found, reading = result.localisation, result.reading
+        if not found.found or reading is None:
             return Analysis(
-                (), "no spine region found: nothing to send", time.monotonic() - started
+                (),
+                "no spine region found: nothing to send",
+                time.monotonic() - started,
+                result.seconds,
             )
-        objects = build_results(header, film, found, self.algorithm)
+        objects = build_results(header, film, found, self.algorithm, reading)
         directory = self.directory_for(film.sop_instance_uid)
         results = []
         for kind, dataset in (("seg", objects.seg), ("sr", objects.sr)):
@@ -143,9 +160,31 @@ class Analyst:
             target = directory / f"{kind}.dcm"
             write_durably(target, buffer.getvalue())
             results.append(ResultFile(kind, str(dataset.SOPInstanceUID), target))
-        pixels = int(found.mask.sum())
-        finding = f"spine region found ({pixels:,} pixels, {found.regions} region(s) predicted)"
-        return Analysis(tuple(results), finding, time.monotonic() - started)
+        return Analysis(
+            tuple(results), describe(reading), time.monotonic() - started, result.seconds
+        )
+
+
+def describe(reading: SpineReading) -> str:
+    """The audit log's sentence for a reading: how many vertebrae, their names, how they
+    were named, and any graded deformity (no patient data)."""
+    count = len(reading.vertebrae)
+    if count == 0:
+        return "spine region found, no vertebra segmented"
+    labels = [v.label for v in reading.vertebrae]
+    span = labels[0] if count == 1 else f"{labels[0]}-{labels[-1]}"
+    if reading.reference is None:
+        naming = "not identified (positions only)"
+    else:
+        confidence = max(v.confidence for v in reading.vertebrae)
+        naming = f"named from {reading.reference} (p {confidence:.2f})"
+    graded = [
+        f"{v.label} grade {v.finding.grade}"
+        for v in reading.vertebrae
+        if v.finding is not None and v.finding.grade > 0
+    ]
+    findings = f"; deformity: {', '.join(graded)}" if graded else ""
+    return f"{count} vertebra{'e' if count > 1 else ''} {span}, {naming}{findings}"
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -101,6 +101,44 @@ def test_results_pass_dciodvfy(
             assert dciodvfy_errors(path) == [], f"{kind} for {uid}"
 
 
+def test_results_name_and_measure_each_vertebra(
+    delivered: dict[str, Results], module_orthanc: Orthanc, sent_films: list[Film], tmp_path: Path
+) -> None:
+    """Segment 1 is the spine region; every further segment a vertebra, SNOMED CT coded,
+    whose SR measurement groups share its tracking UID and carry its heights."""
+    for film in sent_films:
+        results = delivered[film.sop_instance_uid]
+        seg = pydicom.dcmread(module_orthanc.download(results.segs[0], tmp_path / "s.dcm"))
+        sr = pydicom.dcmread(module_orthanc.download(results.srs[0], tmp_path / "r.dcm"))
+        segments = list(seg.SegmentSequence)
+        assert segments[0].SegmentLabel == "Spine region"
+        vertebrae = segments[1:]
+        assert len(vertebrae) >= 3, (film.path.name, [s.SegmentLabel for s in segments])
+        tracking = {s.TrackingUID: s.SegmentLabel for s in vertebrae}
+        assert len(tracking) == len(vertebrae)
+        for segment in vertebrae:
+            code = segment.SegmentedPropertyTypeCodeSequence[0]
+            assert code.CodingSchemeDesignator == "SCT"
+        found, heights = {}, 0
+        for item in _walk(sr):
+            concept = item.get("ConceptNameCodeSequence")
+            if not concept:
+                continue
+            meaning = concept[0].CodeMeaning
+            if meaning == "Tracking Unique Identifier" and item.UID in tracking:
+                found[item.UID] = True
+            if concept[0].CodeValue == "121207":  # Height
+                heights += 1
+        assert set(found) == set(tracking), film.path.name
+        assert heights >= 3 * len(vertebrae) - 3  # anterior, middle, posterior per body
+
+
+def _walk(dataset: pydicom.Dataset):
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from _walk(item)
+
+
 def test_audit_records_reception_analysis_and_delivery(
     delivered: dict[str, Results], node: Node, sent_films: list[Film]
 ) -> None:

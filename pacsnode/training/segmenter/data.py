@@ -24,6 +24,8 @@ __all__ = [
     "PATCH_MARGIN",
     "Jitter",
     "PatchSet",
+    "annotated_frame",
+    "folder_patches",
     "normalise_patch",
     "phantom_patches",
     "vertebra_frame",
@@ -61,6 +63,8 @@ NO_JITTER = Jitter(0.0, 0.0, 0.0)
 
 
 def _extent(vertebra: dict[str, Any]) -> float:
+    if "extent" in vertebra["heights_px"]:  # an annotated vertebra, measured on its outline
+        return float(vertebra["heights_px"]["extent"])
     c = {k: np.asarray(v) for k, v in vertebra["corners"].items()}
     width = (
         np.linalg.norm(c["anterior_superior"] - c["posterior_superior"])
@@ -176,6 +180,81 @@ def phantom_patches(
             result.outlines.append(uv)
             result.scales.append(frame.scale)
             result.cases.append((phantom.case_id, str(vertebra["label"])))
+        if progress is not None:
+            progress(1)
+    if images:
+        result.images = np.stack(images)
+        result.masks = np.stack(masks)
+    return result
+
+
+def annotated_frame(
+    centre: NDArray[np.float64],
+    axis: NDArray[np.float64],
+    extent: float,
+    rng: np.random.Generator | None = None,
+    jitter: Jitter = NO_JITTER,
+    size: int = PATCH_SIZE,
+) -> PatchFrame:
+    """:func:`vertebra_frame` for an annotated vertebra given by its centre, head-to-tail
+    axis and extent (from :func:`pacsnode.training.region.data.vertebra_geometry`)."""
+    truth = {
+        "centroid": [float(centre[0]), float(centre[1])],
+        "endplate_midpoints": {
+            "superior": [float(centre[0] - axis[0]), float(centre[1] - axis[1])],
+            "inferior": [float(centre[0] + axis[0]), float(centre[1] + axis[1])],
+        },
+        "corners": {
+            key: [float(centre[0]), float(centre[1])]
+            for key in (
+                "anterior_superior",
+                "posterior_superior",
+                "anterior_inferior",
+                "posterior_inferior",
+            )
+        },
+        "heights_px": {"extent": float(extent)},
+    }
+    return vertebra_frame(truth, rng, jitter, size)
+
+
+def folder_patches(
+    films: list[Any],
+    *,
+    jitter: Jitter | None = None,
+    seed: int = 0,
+    size: int = PATCH_SIZE,
+    progress: Any = None,
+) -> PatchSet:
+    """Patches of annotated films (:class:`~pacsnode.training.annotations.AnnotatedFilm`,
+    e.g. read from a hospital's folder): a frame per vertebra from its outline's centre,
+    the spine direction (endplates, or neighbouring centres) and its extent.
+
+    Real films come at any size; each is first reduced to the working image the node
+    analyses (long side 800 px), so patches look as they will in service."""
+    from pacsnode.analysis.region import working_image
+    from pacsnode.training.region.data import vertebra_geometry
+
+    images, masks = [], []
+    result = PatchSet(np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8))
+    for number, film in enumerate(films):
+        work, factor = working_image(film.image)
+        rng = None if jitter is None else np.random.default_rng([seed, number, 7])
+        for vertebra, (outline, centre, axis, extent) in zip(
+            film.vertebrae, vertebra_geometry(film), strict=True
+        ):
+            outline = outline / factor
+            if not _inside(outline, work.shape):
+                continue
+            frame = annotated_frame(
+                centre / factor, axis, extent / factor, rng, jitter or NO_JITTER, size
+            )
+            uv = frame.to_patch(outline[:, 0], outline[:, 1])
+            images.append(normalise_patch(frame.extract(work)))
+            masks.append(polygon_mask(uv, (size, size)).astype(np.uint8))
+            result.outlines.append(uv)
+            result.scales.append(frame.scale * factor)
+            result.cases.append((film.case_id, str(vertebra.label)))
         if progress is not None:
             progress(1)
     if images:

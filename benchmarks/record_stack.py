@@ -1,0 +1,66 @@
+"""Write ``models/stack.json``: the shipped stack's model versions, its held-out evaluation
+(from ``pacsnode evaluate stack``'s JSON) and the figures of a small fixed regression set
+that ``tests/regression/test_shipped_stack.py`` re-runs.
+
+Usage: python benchmarks/record_stack.py --evaluation benchmarks/results/stack_eval.json
+           [--seed 9000 --start 0 --n 4 --size-px 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pacsnode.analysis.stack import Stack
+from pacsnode.analysis.weights import DEFAULT_MODELS_DIR
+from pacsnode.training.stack_eval import regression_figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluation", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=9000)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--size-px", type=int, default=1000)
+    args = parser.parse_args()
+    stack = Stack.load(DEFAULT_MODELS_DIR)
+    evaluation = json.loads(args.evaluation.read_text())
+    if evaluation["models"] != stack.versions:
+        raise SystemExit(f"{args.evaluation} was measured on other models than models/ holds")
+    figures = regression_figures(
+        stack, seed=args.seed, start=args.start, n=args.n, size_px=args.size_px
+    )
+    record = {
+        "schema": "pacsnode-stack-record/1",
+        "models": stack.versions,
+        "evaluation": {
+            key: evaluation[key]
+            for key in (
+                "data",
+                "films",
+                "vertebrae",
+                "recall",
+                "precision",
+                "dice",
+                "identification",
+                "by_region",
+            )
+        },
+        "evaluation_file": str(args.evaluation),
+        "regression": {
+            "seed": args.seed,
+            "start": args.start,
+            "n": args.n,
+            "size_px": args.size_px,
+            "figures": figures,
+        },
+    }
+    out = DEFAULT_MODELS_DIR / "stack.json"
+    out.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    print(json.dumps(record["regression"], indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

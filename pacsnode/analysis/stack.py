@@ -1,0 +1,442 @@
+"""The whole analysis stack on one film: localise the spine, look at its region through the
+detector and the semantic UNet, segment a patch per detected vertebra, merge the two
+paths by VertXNet's rules, name the chain from a reference vertebra, and measure each body.
+
+Everything after the localiser runs on the working image (the film reduced to the size
+the networks were trained at); masks, outlines and heights are then mapped back to the
+film's own pixels, where the SEG and SR put them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+from skimage import measure
+
+from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, Detection, TrainedUNet
+from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA, Ensembled, ensemble
+from pacsnode.analysis.findings import read_findings
+from pacsnode.analysis.identify import CLASSES, Identifier
+from pacsnode.analysis.localise import Localisation, Localiser
+from pacsnode.analysis.lowres import largest_component
+from pacsnode.analysis.measure import BodyHeights, body_heights
+from pacsnode.analysis.naming import Named, name_chain
+from pacsnode.analysis.orient import Orienter
+from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame
+from pacsnode.analysis.reading import SpineReading, Vertebra
+from pacsnode.analysis.region import normalise_region, region_frame, working_image
+from pacsnode.analysis.segment import candidate_masks
+
+__all__ = [
+    "MODEL_FILES",
+    "PATCH_MARGIN",
+    "REFERENCE_THRESHOLD",
+    "Stack",
+    "StackResult",
+    "normalise_patch",
+]
+
+MODEL_FILES = {
+    "localiser": "localiser.safetensors",
+    DETECTOR_KIND: "detector.safetensors",
+    SEMANTIC_KIND: "semantic.safetensors",
+    "segmenter": "segmenter.safetensors",
+    "identifier": "identifier.safetensors",
+    "orienter": "orienter.safetensors",
+}
+"""The weight files of the stack in a models folder."""
+
+PATCH_MARGIN = 1.6
+"""Patch side over the body's extent, as the segmenter was trained (its manifest says)."""
+
+REFERENCE_THRESHOLD = 0.5
+"""Smallest identifier probability for naming the chain from a reference vertebra."""
+
+MIN_AREA = 30
+"""Smallest vertebra mask kept, in working pixels (a body is some 2,000)."""
+
+OUTLINE_POINTS = 64
+
+
+def normalise_patch(patch: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Zero mean and unit standard deviation, as the segmenter was trained."""
+    p = np.asarray(patch, np.float32)
+    return ((p - p.mean()) / max(float(p.std()), 1e-3)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StackResult:
+    """The stack's output for one film.
+
+    Attributes
+    ----------
+    localisation
+        The localiser's spine region (stage 1).
+    reading
+        The named, measured vertebrae; None when no spine region was found.
+    seconds
+        Wall time of each stage, in order.
+    paths
+        With ``read(..., trace=True)``: each path's masks on the film grid before the
+        ensemble, ``{"semantic": [...], "instance": [...]}``, for comparing the paths.
+    """
+
+    localisation: Localisation
+    reading: SpineReading | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    paths: dict[str, list[NDArray[np.bool_]]] | None = None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+class Stack:
+    """The loaded networks of the stack and the ensemble's parameters."""
+
+    def __init__(
+        self,
+        localiser: Localiser,
+        detector: TrainedUNet,
+        semantic: TrainedUNet,
+        segmenter: TrainedUNet,
+        identifier: Identifier,
+        orienter: Orienter,
+        *,
+        eta: float = DEFAULT_ETA,
+        lam: float = DEFAULT_LAMBDA,
+    ) -> None:
+        self.localiser = localiser
+        self.detector = detector
+        self.semantic = semantic
+        self.segmenter = segmenter
+        self.identifier = identifier
+        self.orienter = orienter
+        self.eta = eta
+        self.lam = lam
+
+    @classmethod
+    def load(
+        cls,
+        models_dir: Path,
+        *,
+        device: str = "cpu",
+        eta: float = DEFAULT_ETA,
+        lam: float = DEFAULT_LAMBDA,
+    ) -> Stack:
+        """Load the six networks from ``models_dir`` (:data:`MODEL_FILES`).
+
+        Raises
+        ------
+        ModelError
+            A weight file is missing, altered, or does not fit its manifest.
+        """
+        return cls(
+            Localiser.load(models_dir / MODEL_FILES["localiser"], device=device),
+            TrainedUNet.load(models_dir / MODEL_FILES[DETECTOR_KIND], DETECTOR_KIND),
+            TrainedUNet.load(models_dir / MODEL_FILES[SEMANTIC_KIND], SEMANTIC_KIND),
+            TrainedUNet.load(models_dir / MODEL_FILES["segmenter"], "segmenter"),
+            Identifier.load(models_dir / MODEL_FILES["identifier"], device=device),
+            Orienter.load(models_dir / MODEL_FILES["orienter"]),
+            eta=eta,
+            lam=lam,
+        )
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Network name -> version (name and weights digest), for the results."""
+        digest = str(self.localiser.manifest.get("sha256", ""))[:12]
+        return {
+            "localiser": f"{self.localiser.manifest.get('name', 'localiser')}-{digest}",
+            DETECTOR_KIND: self.detector.version,
+            SEMANTIC_KIND: self.semantic.version,
+            "segmenter": self.segmenter.version,
+            "identifier": self.identifier.version,
+            "orienter": self.orienter.version,
+        }
+
+    def read(self, image: NDArray[np.floating], *, trace: bool = False) -> StackResult:
+        """Run the stack on one film (rows, cols), bone bright in [0, 1]; with ``trace``,
+        keep each path's own masks too (slower: they are mapped to the film)."""
+        clock = _Clock()
+        localisation = self.localiser.predict(image)
+        clock.lap("localise")
+        if localisation.box is None:
+            return StackResult(localisation, None, clock.seconds)
+        work, factor = working_image(image)
+        frame = region_frame(localisation.box, factor=factor)
+        region = normalise_region(frame.extract(work))
+        clock.lap("region")
+        detections = self.detector.detect(region)
+        clock.lap("detect")
+        frames = _chain_frames(frame, detections)
+        down, front, frames = self._orient(work, frame, frames, detections)
+        clock.lap("orient")
+        window = frame.footprint(work.shape)
+        r0, r1, c0, c1 = window
+        instance = self._instances(work, frames, window)
+        clock.lap("instance")
+        probability = self.semantic.probability(region)
+        blobs = frame.mask_to_film(probability, work.shape)[r0:r1, c0:c1]
+        semantic = candidate_masks(blobs, min_area=MIN_AREA)
+        clock.lap("semantic")
+        axis = tuple(float(a) for a in down)
+        merged = ensemble(semantic, instance, eta=self.eta, lam=self.lam, axis=axis)
+        merged = [m for m in merged if m.area >= MIN_AREA]
+        clock.lap("ensemble")
+        frames = _body_frames([m.mask for m in merged], (c0, r0), down)
+        reference = self._reference(work, frames)
+        names = name_chain(len(merged), reference)
+        clock.lap("identify")
+        vertebrae = []
+        for entry, named in zip(merged, names, strict=True):
+            film_mask = _to_film(entry.mask, (r0, c0), factor, image.shape)
+            vertebrae.append(_measure(film_mask, entry, named, down, front))
+        vertebrae = _graded(vertebrae)
+        clock.lap("measure")
+        reading = SpineReading(tuple(vertebrae), reference[1] if reference else None, self.versions)
+        paths = None
+        if trace:
+            paths = {
+                name: [_to_film(m, (r0, c0), factor, image.shape) for m in masks]
+                for name, masks in (("semantic", semantic), ("instance", instance))
+            }
+        return StackResult(localisation, reading, clock.seconds, paths)
+
+    def _orient(
+        self,
+        work: NDArray[np.float32],
+        region: PatchFrame,
+        frames: list[PatchFrame],
+        detections: Sequence[Detection],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[PatchFrame]]:
+        """The head-to-tail direction and the front direction (x, y) on the working image,
+        by the orienter's votes over all detected bodies weighted by their detection
+        scores, and the frames turned to run from the head to the tail."""
+        axis = np.asarray(region.axis, np.float64) / math.hypot(*region.axis)
+        across = np.array([axis[1], -axis[0]])  # the frames' +u
+        if not frames:
+            return axis, across, frames
+        p = self.orienter.probabilities(work, frames)
+        weights = np.array([d.score for d in detections])
+        head_vote = float(weights @ (2 * p[:, 0] - 1))
+        front_vote = float(weights @ (2 * p[:, 1] - 1))
+        front = across if front_vote >= 0 else -across
+        if head_vote < 0:
+            return -axis, front, [f.turned() for f in frames]
+        return axis, front, frames
+
+    def _instances(
+        self,
+        work: NDArray[np.float32],
+        frames: Sequence[PatchFrame],
+        window: tuple[int, int, int, int],
+    ) -> list[NDArray[np.bool_]]:
+        """The instance path: each detected body's patch segmented, mapped to the window."""
+        if not frames:
+            return []
+        patches = np.stack([normalise_patch(f.extract(work)) for f in frames])
+        probabilities = self.segmenter.foreground(patches)
+        r0, r1, c0, c1 = window
+        masks = []
+        for f, p in zip(frames, probabilities, strict=True):
+            mask = largest_component(f.mask_to_film(p, work.shape)[r0:r1, c0:c1])
+            if mask.sum() >= MIN_AREA:
+                masks.append(mask)
+        return masks
+
+    def _reference(
+        self, work: NDArray[np.float32], frames: Sequence[PatchFrame]
+    ) -> tuple[int, str, float] | None:
+        """The reference vertebra of the chain (sorted head first): (index, name,
+        probability), or None when no vertebra is C2 or S1 with probability at least
+        :data:`REFERENCE_THRESHOLD`.
+
+        As VertXNet reads them, C2 is the top of a cervical film and S1 the bottom of a
+        lumbar one: the topmost C2 candidate and the lowest S1 candidate are taken (a
+        lordotic L5 can look like S1 too, a C3 like C2), and of the two the more
+        probable."""
+        if not frames:
+            return None
+        prob = self.identifier.probabilities(work, frames)
+        candidates = []
+        for k, name in enumerate(CLASSES):
+            hits = np.flatnonzero(prob[:, k] >= REFERENCE_THRESHOLD)
+            if name == "other" or hits.size == 0:
+                continue
+            index = int(hits[0] if name == "C2" else hits[-1])
+            candidates.append((float(prob[index, k]), index, name))
+        if not candidates:
+            return None
+        p, index, name = max(candidates)
+        return index, name, p
+
+
+def _chain_frames(region: PatchFrame, detections: Sequence[Detection]) -> list[PatchFrame]:
+    """A segmenter patch frame per detection on the working image, in the order of the
+    detections: centred on it, sized by its extent, turned along the local spine (the
+    line through its neighbours along the region's axis; the region's axis for a lone
+    body), pointing the way the region's axis points."""
+    if not detections:
+        return []
+    centres = np.array([region.to_film(d.centre[0], d.centre[1]) for d in detections])
+    along = centres @ (np.asarray(region.axis, np.float64) / math.hypot(*region.axis))
+    order = np.argsort(along, kind="stable")
+    frames: list[PatchFrame | None] = [None] * len(detections)
+    for rank, i in enumerate(order):
+        before, after = order[max(rank - 1, 0)], order[min(rank + 1, len(order) - 1)]
+        axis = centres[after] - centres[before]
+        if before == after or math.hypot(*axis) == 0.0:
+            axis = np.asarray(region.axis, np.float64)
+        extent = detections[i].extent * region.scale
+        frames[i] = PatchFrame(
+            (float(centres[i][0]), float(centres[i][1])),
+            (float(axis[0]), float(axis[1])),
+            PATCH_MARGIN * extent / PATCH_SIZE,
+        )
+    return [f for f in frames if f is not None]
+
+
+def _body_frames(
+    masks: Sequence[NDArray[np.bool_]], offset: tuple[int, int], down: NDArray[np.float64]
+) -> list[PatchFrame]:
+    """Segmenter-style patch frames around merged masks sorted head first (window at
+    ``offset`` (x, y) in the working image): centred on each, along the line through its
+    neighbours' centres (the spine curves: at S1 it may lie 40 degrees off the film's
+    axis), sized by its extent."""
+    centres, points = [], []
+    for mask in masks:
+        rows, cols = np.nonzero(mask)
+        p = np.stack([cols + 0.5 + offset[0], rows + 0.5 + offset[1]], axis=1)
+        points.append(p)
+        centres.append(p.mean(axis=0))
+    frames = []
+    for i, (centre, p) in enumerate(zip(centres, points, strict=True)):
+        axis = centres[min(i + 1, len(centres) - 1)] - centres[max(i - 1, 0)]
+        if len(centres) == 1 or math.hypot(*axis) == 0.0:
+            axis = down
+        axis = axis / math.hypot(*axis)
+        across = np.array([axis[1], -axis[0]])
+        extent = max(float(np.ptp(p @ axis)), float(np.ptp(p @ across)), 1.0) + 1.0
+        frames.append(
+            PatchFrame(
+                (float(centre[0]), float(centre[1])),
+                (float(axis[0]), float(axis[1])),
+                PATCH_MARGIN * extent / PATCH_SIZE,
+            )
+        )
+    return frames
+
+
+def _to_film(
+    mask: NDArray[np.bool_], origin: tuple[int, int], factor: float, shape: tuple[int, ...]
+) -> NDArray[np.bool_]:
+    """A working-image mask (window at ``origin`` (row, col)) on the film's pixel grid:
+    bilinear at each film pixel centre, kept at >= 0.5."""
+    film = np.zeros(shape[:2], bool)
+    rows, cols = np.nonzero(mask)
+    r0, c0 = origin
+    top, bottom = rows.min() + r0 - 1, rows.max() + r0 + 2
+    left, right = cols.min() + c0 - 1, cols.max() + c0 + 2
+    f0, f1 = max(math.floor(top * factor), 0), min(math.ceil(bottom * factor), shape[0])
+    g0, g1 = max(math.floor(left * factor), 0), min(math.ceil(right * factor), shape[1])
+    rr, cc = np.mgrid[f0:f1, g0:g1]
+    values = ndimage.map_coordinates(
+        mask.astype(np.float32),
+        [(rr + 0.5) / factor - 0.5 - r0, (cc + 0.5) / factor - 0.5 - c0],
+        order=1,
+        mode="constant",
+        cval=0.0,
+    )
+    film[f0:f1, g0:g1] = values >= 0.5
+    return film
+
+
+def outline_of(mask: NDArray[np.bool_], points: int = OUTLINE_POINTS) -> NDArray[np.float64]:
+    """The boundary of a mask's largest part as a closed polygon (x, y) running clockwise
+    on screen, first point not repeated, at most ``points`` points spread along it."""
+    rows, cols = np.nonzero(mask)
+    r0, c0 = rows.min(), cols.min()
+    crop = np.pad(mask[r0 : rows.max() + 1, c0 : cols.max() + 1], 1).astype(np.float32)
+    contour = max(measure.find_contours(crop, 0.5), key=len)[:-1]
+    xy = np.stack([contour[:, 1] + c0 - 0.5, contour[:, 0] + r0 - 0.5], axis=1)
+    if len(xy) > points:
+        xy = xy[np.linspace(0, len(xy), points, endpoint=False).astype(int)]
+    x, y = xy[:, 0], xy[:, 1]
+    if np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) < 0:  # counter-clockwise on screen
+        xy = xy[::-1]
+    return xy
+
+
+def _measure(
+    mask: NDArray[np.bool_],
+    entry: Ensembled,
+    named: Named,
+    down: NDArray[np.float64],
+    front: NDArray[np.float64],
+) -> Vertebra:
+    """One vertebra of the reading, measured on its film mask (worked on its bounding box:
+    a film has millions of pixels, a body a few thousand)."""
+    rows, cols = np.nonzero(mask)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    crop = mask[r0:r1, c0:c1]
+    heights: BodyHeights | None
+    try:
+        local = body_heights(
+            crop, (float(down[0]), float(down[1])), (float(front[0]), float(front[1]))
+        )
+        heights = _shifted(local, float(c0), float(r0))
+    except ValueError:
+        heights = None
+    return Vertebra(
+        label=named.label,
+        confidence=named.confidence,
+        identified=named.identified,
+        mask=mask,
+        outline=outline_of(crop) + np.array([c0, r0], np.float64),
+        centroid=(float(cols.mean() + 0.5), float(rows.mean() + 0.5)),
+        heights=heights,
+        finding=None,
+        origin=entry.origin.value,
+    )
+
+
+def _shifted(heights: BodyHeights, dx: float, dy: float) -> BodyHeights:
+    """The same landmarks moved by (dx, dy) pixels; the heights do not change."""
+
+    def move(point: tuple[float, float]) -> tuple[float, float]:
+        return (point[0] + dx, point[1] + dy)
+
+    return replace(
+        heights,
+        anterior_superior=move(heights.anterior_superior),
+        anterior_inferior=move(heights.anterior_inferior),
+        posterior_superior=move(heights.posterior_superior),
+        posterior_inferior=move(heights.posterior_inferior),
+        superior_midpoint=move(heights.superior_midpoint),
+        inferior_midpoint=move(heights.inferior_midpoint),
+    )
+
+
+def _graded(vertebrae: list[Vertebra]) -> list[Vertebra]:
+    """The chain with Genant findings read from the measured bodies."""
+    measured = [i for i, v in enumerate(vertebrae) if v.heights is not None]
+    findings = read_findings([vertebrae[i].heights for i in measured])  # type: ignore[misc]
+    out = list(vertebrae)
+    for i, finding in zip(measured, findings, strict=True):
+        out[i] = replace(out[i], finding=finding)
+    return out

@@ -1,0 +1,220 @@
+"""``pacsnode evaluate stack``: the whole stack, film to named outlines, on held-out films."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pacsnode.cli._args import int_at_least
+from pacsnode.cli.segmenter import TEST_SEED
+from pacsnode.errors import PacsnodeError
+
+__all__ = ["add_stack_commands", "data_seeds", "markdown_report"]
+
+
+def add_stack_commands(model_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    ev = model_parser(
+        "evaluate",
+        "measure trained networks on held-out films",
+        "the whole stack: detection, Dice, identification, paths compared",
+        (
+            "Run the full stack (localiser, detector, semantic UNet, patch segmenter, "
+            "ensemble, identifier) on held-out films and score it against their outlines: "
+            "detection recall and precision at IoU > 0.5, Dice per vertebra, identification "
+            "accuracy on cervical and lumbar films, and semantic against instance against "
+            "ensemble (Dice per vertebra label, panoptic quality). Writes PREFIX.json and "
+            "PREFIX.md."
+        ),
+        model="stack",
+    )
+    ev.add_argument("--models", type=Path, help="models folder (default: the shipped models)")
+    ev.add_argument(
+        "--data", default="phantoms", help="'phantoms' (default) or a folder of annotated films"
+    )
+    ev.add_argument("--test-seed", type=int_at_least(0), default=TEST_SEED)
+    ev.add_argument("--n-test", type=int_at_least(1), default=60, help="phantom films (60)")
+    ev.add_argument("--start", type=int_at_least(0), default=0, help="first phantom index")
+    ev.add_argument(
+        "--render-px",
+        type=int_at_least(200),
+        help="phantom long side in pixels (default: the detector's pitch, as a DICOM film)",
+    )
+    ev.add_argument(
+        "--workers", type=int_at_least(1), default=1, help="processes rendering phantoms (1)"
+    )
+    ev.add_argument("--out", type=Path, required=True, help="output prefix")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_evaluate)
+
+
+def data_seeds(manifest: dict[str, Any]) -> set[int]:
+    """Every phantom seed a model's manifest says it was trained or validated on."""
+    seeds: set[int] = set()
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif key.endswith("seed") and isinstance(node, int) and key != "seed_init":
+            seeds.add(node)
+
+    walk(manifest.get("training", {}).get("data", {}))
+    return seeds
+
+
+def _films(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[Any]]]:
+    from pacsnode.training.annotations import read_folder
+
+    if args.data != "phantoms":
+        films = read_folder(Path(args.data))
+        return len(films), lambda: ((f, None) for f in films)
+
+    jobs = [
+        (args.test_seed, i, args.render_px) for i in range(args.start, args.start + args.n_test)
+    ]
+
+    def phantoms() -> Iterator[Any]:
+        if args.workers == 1:
+            yield from map(_render, jobs)
+            return
+        with ProcessPoolExecutor(args.workers) as pool:
+            yield from pool.map(_render, jobs)
+
+    return args.n_test, phantoms
+
+
+def _render(job: tuple[int, int, int | None]) -> tuple[Any, str]:
+    """One test phantom as an annotated film, and its region (in a worker process)."""
+    from pacsnode.training.annotations import phantom_film
+    from pacsnode.training.phantom import make_phantom
+
+    seed, index, render_px = job
+    phantom = make_phantom(seed, index, size_px=render_px)
+    return phantom_film(phantom), phantom.scene.region
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pacsnode.analysis.stack import Stack
+    from pacsnode.analysis.weights import DEFAULT_MODELS_DIR
+    from pacsnode.training.stack_eval import score_film, summarise
+
+    models = args.models or DEFAULT_MODELS_DIR
+    stack = Stack.load(models)
+    if args.data == "phantoms":
+        manifests = {
+            "localiser": stack.localiser.manifest,
+            "detector": stack.detector.manifest,
+            "semantic": stack.semantic.manifest,
+            "segmenter": stack.segmenter.manifest,
+            "identifier": stack.identifier.manifest,
+        }
+        for name, manifest in manifests.items():
+            if args.test_seed in data_seeds(manifest):
+                raise PacsnodeError(
+                    f"the {name} was trained or validated on seed {args.test_seed}: not a test set"
+                )
+    count, films = _films(args)
+    scores = []
+    with tqdm(total=count, unit="film", disable=args.quiet, file=sys.stderr) as bar:
+        for film, region in films():
+            scores.append(score_film(stack, film, region))
+            bar.update(1)
+    table = summarise(scores)
+    table["data"] = (
+        {
+            "source": "phantoms",
+            "seed": args.test_seed,
+            "films": count,
+            "start": args.start,
+            "render": f"{args.render_px} px long side" if args.render_px else "detector pitch",
+        }
+        if args.data == "phantoms"
+        else {"source": args.data, "films": count}
+    )
+    table["models"] = stack.versions
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(table, indent=1, default=float) + "\n")
+    markdown = markdown_report(table)
+    Path(f"{args.out}.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+def markdown_report(table: dict[str, Any]) -> str:
+    """The summary as Markdown tables."""
+    data = table["data"]
+    lines = [
+        f"# Whole stack on {table['films']} held-out films ({data})",
+        "",
+        f"{table['vertebrae']} annotated vertebrae.",
+        "",
+        "| detection recall | detection precision | Dice (matched) | identification accuracy |",
+        "|---|---|---|---|",
+        "| {:.3f} | {:.3f} | {:.3f} ± {:.3f} | {:.3f} ({} vertebrae, {}) |".format(
+            table["recall"],
+            table["precision"],
+            table["dice"]["mean"],
+            table["dice"]["sd"],
+            table["identification"]["accuracy"],
+            table["identification"]["vertebrae"],
+            table["identification"]["films"],
+        ),
+        "",
+        "## By region",
+        "",
+        "| region | films | recall | precision | Dice | identification | reference found |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for region, r in table["by_region"].items():
+        lines.append(
+            f"| {region} | {r['films']} | {r['recall']:.3f} | {r['precision']:.3f} | "
+            f"{r['dice']:.3f} | {r['identification_accuracy']:.3f} | {r['reference_found']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Semantic against instance against ensemble",
+        "",
+        "| path | recall | precision | panoptic quality | Dice per vertebra |",
+        "|---|---|---|---|---|",
+    ]
+    for name, p in table["paths"].items():
+        d = p["dice_all_vertebrae"]
+        lines.append(
+            f"| {name} | {p['recall']:.3f} | {p['precision']:.3f} | "
+            f"{p['panoptic_quality']:.3f} | {d['mean']:.3f} ± {d['sd']:.3f} |"
+        )
+    labels = sorted(
+        {k for p in table["paths"].values() for k in p["dice_by_label"]},
+        key=_spine_position,
+    )
+    lines += ["", "Dice by vertebra label:", "", "| label | semantic | instance | ensemble |"]
+    lines.append("|---|---|---|---|")
+    for label in labels:
+        cells = []
+        for name in ("semantic", "instance", "ensemble"):
+            d = table["paths"][name]["dice_by_label"].get(label)
+            cells.append(f"{d['mean']:.3f} (n={d['n']})" if d else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Median seconds per stage: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in table["stage_seconds_median"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _spine_position(label: str) -> int:
+    from pacsnode.analysis.naming import SPINE_ORDER
+
+    return SPINE_ORDER.index(label) if label in SPINE_ORDER else len(SPINE_ORDER)

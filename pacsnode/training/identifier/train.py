@@ -1,0 +1,256 @@
+"""Training of the reference-vertebra identifier: a small CNN on identifier patches with a
+class-balanced cross-entropy (C2 and S1 are a few per cent of the patches), Adam with a
+cosine learning-rate decay, mirror and contrast augmentation.
+
+A classifier does not fit the segmentation epoch loop (:mod:`pacsnode.training.loop`: log
+loss plus an extra term, validation Dice), so the loop is here; checkpoints are the shared
+ones, written every epoch, and a run resumes to the same weights. The weights of the epoch
+with the best validation macro F1 are written as ``identifier.safetensors`` with their
+manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from pacsnode.analysis.identify import CLASSES, CONTEXT, KIND
+from pacsnode.analysis.networks import parameter_count
+from pacsnode.analysis.networks.classifier import PatchClassifier
+from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
+from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
+from pacsnode.training.identifier.data import IdentifierSet
+from pacsnode.training.identifier.evaluate import predict_probabilities, score_identifier
+from pacsnode.training.localiser.data import DataError
+from pacsnode.training.segmenter.data import PATCH_MARGIN
+
+__all__ = ["IdentifierConfig", "class_weights", "train_identifier"]
+
+
+@dataclass
+class IdentifierConfig:
+    """Everything that decides an identifier run; written into checkpoint and manifest."""
+
+    out: Path
+    context: float = CONTEXT
+    width: int = 12
+    depth: int = 4
+    dropout: float = 0.2
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    data: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"identifier-w{self.width}"
+
+    def network_config(self) -> dict[str, Any]:
+        return {
+            "arch": "classifier",
+            "width": self.width,
+            "depth": self.depth,
+            "dropout": self.dropout,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Cross-entropy weights that give each class present the same total weight, scaled so
+    the mean weight per patch is 1; a class with no patches gets weight 0."""
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(len(CLASSES))
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror across the spine axis (a patient facing the other way; never along it, which
+    would turn the patch upside down and change its class), and vary contrast and noise."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = torch.where(flip[:, None, None], x.flip(-1), x)
+    gain = torch.exp(torch.randn(x.shape[0], 1, 1, generator=gen) * 0.15)
+    noise = torch.randn(x.shape, generator=gen) * 0.05
+    return x * gain + noise
+
+
+def _validate(net: torch.nn.Module, val: IdentifierSet, device: torch.device) -> dict[str, Any]:
+    scores = score_identifier(val, predict_probabilities(net, val.images, device))
+    net.train()
+    refs = scores["reference_accuracy_both_orientations"]
+    return {
+        "val_macro_f1": scores["report"]["macro_f1"],
+        "val_balanced_accuracy": scores["report"]["balanced_accuracy"],
+        "val_reference_accuracy": {k: v["accuracy"] for k, v in refs.items()},
+        "val_confusion": scores["confusion"],
+    }
+
+
+def train_identifier(
+    cfg: IdentifierConfig,
+    train: IdentifierSet,
+    val: IdentifierSet,
+    *,
+    resume: bool = False,
+    progress: Callable[..., Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train the identifier; returns the path of ``identifier.safetensors``."""
+    if len(train) < cfg.batch_size:
+        raise DataError(f"{len(train)} training patches, fewer than one batch of {cfg.batch_size}")
+    if len(val) == 0:
+        raise DataError("no validation patches")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net_cfg = cfg.network_config()
+    net_cfg.pop("arch")
+    net = PatchClassifier(classes=len(CLASSES), **net_cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    weights = class_weights(train.labels)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ckpt = cfg.out / "checkpoint.safetensors"
+
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_score": -1.0}
+    best: dict[str, torch.Tensor] = {}
+    if resume:
+        if not ckpt.exists():
+            raise DataError(f"nothing to resume: {ckpt} does not exist")
+        state = json.loads(ckpt.with_suffix(".json").read_text())
+        before = state.get("config", {})
+        for key in ("context", "width", "depth"):
+            if before.get(key) != getattr(cfg, key):
+                raise DataError(
+                    f"{ckpt} was trained with {key} {before.get(key)}, not {getattr(cfg, key)}"
+                )
+        best = load_checkpoint(ckpt, state, net, opt, gen)
+        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+
+    images = torch.from_numpy(train.images)
+    labels = torch.from_numpy(train.labels)
+    steps = len(images) // cfg.batch_size
+    total_steps = steps * cfg.epochs
+    seconds = float(state.get("seconds", 0.0))
+    net.train()
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.perf_counter()
+        # Dropout draws from torch's global generator, which checkpoints do not hold:
+        # seeded per epoch, a resumed run drops the same units as an uninterrupted one.
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(images), generator=gen)
+        loss_sum = 0.0
+        bar = progress(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}") if progress else None
+        for s in range(steps):
+            # Cosine decay to zero over the whole run: a function of the step alone, so a
+            # run resumed with the same --epochs follows the same schedule.
+            for group in opt.param_groups:
+                group["lr"] = (
+                    cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + s) / total_steps))
+                )
+            idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            x = _augment(images[idx], gen)[:, None].to(device)
+            loss = loss_fn(net(x), labels[idx].to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({"loss": f"{loss_sum / (s + 1):.4f}"})
+        if bar is not None:
+            bar.close()
+        figures = _validate(net, val, device)
+        seconds += time.perf_counter() - t0
+        entry = {"epoch": epoch + 1, "loss": loss_sum / steps, **figures}
+        entry["seconds"] = round(seconds, 1)
+        state["history"].append(entry)
+        score = figures["val_macro_f1"] or 0.0
+        if score > state["best_score"]:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state["epoch"] = epoch + 1
+        state["seconds"] = seconds
+        state["config"] = cfg.as_json()
+        save_checkpoint(ckpt, net, opt, gen, best, state)
+        refs = figures["val_reference_accuracy"]
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}, validation macro F1 "
+            f"{score:.4f}, balanced accuracy {figures['val_balanced_accuracy']:.4f}, reference "
+            + ", ".join(f"{k} {v if v is None else round(v, 3)}" for k, v in refs.items())
+            + f" ({seconds:.0f} s)"
+        )
+
+    best_entry = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+    path = cfg.out / f"{KIND}.safetensors"
+    save_file({k: v.contiguous() for k, v in best.items()}, str(path))
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "kind": KIND,
+        "name": cfg.name,
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+        "classes": list(CLASSES),
+        "network": cfg.network_config(),
+        "parameters": parameter_count(net),
+        "input": {
+            "size": int(train.images.shape[-1]),
+            "context": cfg.context,
+            "margin": PATCH_MARGIN,
+            "normalisation": "per patch: zero mean, unit standard deviation",
+            "frame": (
+                "the segmenter's frame (centred on the body, v along the spine axis head to "
+                "tail) with its side times context"
+            ),
+        },
+        "training": {
+            "command": cfg.command,
+            "loss": "class-balanced cross-entropy",
+            "class_weights": dict(zip(CLASSES, weights.tolist(), strict=True)),
+            "optimiser": "AdamW, cosine decay",
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "batch_size": cfg.batch_size,
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "data": cfg.data,
+            "selection": "best validation macro F1",
+            "best_epoch": state["best_epoch"],
+            "seconds": round(seconds, 1),
+            "device": str(device),
+            "torch": torch.__version__,
+            "host": f"{platform.machine()} {torch.get_num_threads()} threads",
+            "history": state["history"],
+        },
+        "metrics": {
+            "validation": {k: v for k, v in best_entry.items() if k.startswith("val_")},
+        },
+        "evaluation": {},
+    }
+    path.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+    return path

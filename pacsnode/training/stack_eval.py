@@ -1,0 +1,261 @@
+"""The whole stack scored against annotated films: vertebra detection (IoU > 0.5), Dice
+per vertebra, identification, and the two paths against their ensemble (Dice per vertebra
+label, panoptic quality), as VertXNet compares them.
+
+Masks are compared on the film's own pixel grid, each pair on the crop of their joint
+bounding box.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pacsnode.analysis.stack import Stack
+from pacsnode.training.annotations import AnnotatedFilm, phantom_film
+from pacsnode.training.phantom.geometry import polygon_mask
+
+__all__ = ["FilmScore", "Matched", "match_masks", "regression_figures", "score_film", "summarise"]
+
+IOU_MATCH = 0.5
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """A mask kept as its bounding box (r0, r1, c0, c1) and the crop inside it."""
+
+    box: Box
+    crop: NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, mask: NDArray[np.bool_]) -> _Crop | None:
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:
+            return None
+        box = (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+        return cls(box, mask[box[0] : box[1], box[2] : box[3]].copy())
+
+    @property
+    def area(self) -> int:
+        return int(self.crop.sum())
+
+    def within(self, box: Box) -> NDArray[np.bool_]:
+        r0, r1, c0, c1 = box
+        out = np.zeros((r1 - r0, c1 - c0), bool)
+        a0, a1, b0, b1 = self.box
+        out[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = self.crop
+        return out
+
+
+def _overlap(a: _Crop, b: _Crop) -> tuple[int, int]:
+    """(intersection, union) pixel counts."""
+    r0, r1 = min(a.box[0], b.box[0]), max(a.box[1], b.box[1])
+    c0, c1 = min(a.box[2], b.box[2]), max(a.box[3], b.box[3])
+    if max(a.box[0], b.box[0]) >= min(a.box[1], b.box[1]) or max(a.box[2], b.box[2]) >= min(
+        a.box[3], b.box[3]
+    ):
+        return 0, a.area + b.area
+    box = (r0, r1, c0, c1)
+    ma, mb = a.within(box), b.within(box)
+    inter = int((ma & mb).sum())
+    return inter, a.area + b.area - inter
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Prediction-to-truth pairs at IoU > 0.5 (each used once, best IoU first)."""
+
+    pairs: list[tuple[int, int, float, float]]
+    """(prediction index, truth index, IoU, Dice)."""
+    predicted: int
+    truth: int
+
+    @property
+    def tp(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def panoptic_quality(self) -> float:
+        fp, fn = self.predicted - self.tp, self.truth - self.tp
+        denominator = self.tp + fp / 2 + fn / 2
+        return sum(p[2] for p in self.pairs) / denominator if denominator else 1.0
+
+
+def match_masks(predicted: Sequence[NDArray[np.bool_]], truth: Sequence[_Crop | None]) -> Matched:
+    preds = [_Crop.of(m) for m in predicted]
+    candidates = []
+    for i, p in enumerate(preds):
+        for j, t in enumerate(truth):
+            if p is None or t is None:
+                continue
+            inter, union = _overlap(p, t)
+            if union and inter / union > IOU_MATCH:
+                dice = 2 * inter / (p.area + t.area)
+                candidates.append((inter / union, i, j, dice))
+    used_p, used_t, pairs = set(), set(), []
+    for iou, i, j, dice in sorted(candidates, reverse=True):
+        if i in used_p or j in used_t:
+            continue
+        used_p.add(i)
+        used_t.add(j)
+        pairs.append((i, j, iou, dice))
+    return Matched(pairs, len(predicted), sum(t is not None for t in truth))
+
+
+@dataclass
+class FilmScore:
+    """One film's scores."""
+
+    case_id: str
+    region: str | None
+    truth: int
+    found: Matched
+    labels: list[tuple[str | None, str, bool]] = field(default_factory=list)
+    """Per matched vertebra: (true label, given label, named from a reference)."""
+    paths: dict[str, Matched] = field(default_factory=dict)
+    path_dice: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Path -> true label -> Dice of the path's best mask for that vertebra (0 if none)."""
+    reference: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _best_dice(masks: Sequence[NDArray[np.bool_]], truth: _Crop) -> float:
+    best = 0.0
+    for m in masks:
+        p = _Crop.of(m)
+        if p is None:
+            continue
+        inter, _ = _overlap(p, truth)
+        best = max(best, 2 * inter / (p.area + truth.area))
+    return best
+
+
+def score_film(stack: Stack, film: AnnotatedFilm, region: str | None = None) -> FilmScore:
+    """Run the stack on one annotated film and score it."""
+    result = stack.read(film.image, trace=True)
+    shape = film.image.shape
+    truth = [_Crop.of(polygon_mask(np.asarray(v.outline), shape)) for v in film.vertebrae]
+    reading = result.reading
+    predicted = [v.mask for v in reading.vertebrae] if reading else []
+    found = match_masks(predicted, truth)
+    score = FilmScore(film.case_id, region, found.truth, found, seconds=result.seconds)
+    score.reference = reading.reference if reading else None
+    for i, j, _, _ in found.pairs:
+        v = reading.vertebrae[i]  # type: ignore[union-attr]
+        score.labels.append((film.vertebrae[j].label, v.label, v.identified))
+    paths = dict(result.paths or {"semantic": [], "instance": []})
+    paths["ensemble"] = predicted
+    for name, masks in paths.items():
+        score.paths[name] = match_masks(masks, truth)
+        score.path_dice[name] = {
+            str(film.vertebrae[j].label): _best_dice(masks, t)
+            for j, t in enumerate(truth)
+            if t is not None
+        }
+    return score
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "sd": float(sd), "n": len(values)}
+
+
+def summarise(scores: Iterable[FilmScore]) -> dict[str, Any]:
+    """Totals over films: detection, Dice, identification, and the paths compared."""
+    scores = list(scores)
+    tp = sum(s.found.tp for s in scores)
+    predicted = sum(s.found.predicted for s in scores)
+    truth = sum(s.found.truth for s in scores)
+    dices = [d for s in scores for *_, d in s.found.pairs]
+    named = [
+        (t, g, ident)
+        for s in scores
+        if s.region in ("cervical", "lumbar")
+        for t, g, ident in s.labels
+        if t is not None
+    ]
+    per_region: dict[str, dict[str, Any]] = {}
+    for region in sorted({s.region for s in scores if s.region}):
+        part = [s for s in scores if s.region == region]
+        labels = [(t, g) for s in part for t, g, _ in s.labels if t is not None]
+        per_region[region] = {
+            "films": len(part),
+            "recall": sum(s.found.tp for s in part) / max(sum(s.found.truth for s in part), 1),
+            "precision": sum(s.found.tp for s in part)
+            / max(sum(s.found.predicted for s in part), 1),
+            "dice": _mean_sd([d for s in part for *_, d in s.found.pairs])["mean"],
+            "identification_accuracy": sum(t == g for t, g in labels) / max(len(labels), 1),
+            "reference_found": sum(s.reference is not None for s in part) / len(part),
+        }
+    paths: dict[str, Any] = {}
+    for name in ("semantic", "instance", "ensemble"):
+        by_label: dict[str, list[float]] = defaultdict(list)
+        for s in scores:
+            for label, dice in s.path_dice.get(name, {}).items():
+                by_label[label].append(dice)
+        matched = [s.paths[name] for s in scores if name in s.paths]
+        m_tp = sum(m.tp for m in matched)
+        m_fp = sum(m.predicted - m.tp for m in matched)
+        m_fn = sum(m.truth - m.tp for m in matched)
+        iou = sum(p[2] for m in matched for p in m.pairs)
+        paths[name] = {
+            "recall": m_tp / max(m_tp + m_fn, 1),
+            "precision": m_tp / max(m_tp + m_fp, 1),
+            "panoptic_quality": iou / max(m_tp + m_fp / 2 + m_fn / 2, 1e-9),
+            "dice_all_vertebrae": _mean_sd([d for v in by_label.values() for d in v]),
+            "dice_by_label": {k: _mean_sd(v) for k, v in sorted(by_label.items())},
+        }
+    stages: dict[str, list[float]] = defaultdict(list)
+    for s in scores:
+        for stage, seconds in s.seconds.items():
+            stages[stage].append(seconds)
+    return {
+        "films": len(scores),
+        "vertebrae": truth,
+        "recall": tp / max(truth, 1),
+        "precision": tp / max(predicted, 1),
+        "dice": _mean_sd(dices),
+        "identification": {
+            "films": "cervical and lumbar",
+            "vertebrae": len(named),
+            "accuracy": sum(t == g for t, g, _ in named) / max(len(named), 1),
+            "named_from_reference": sum(i for *_, i in named) / max(len(named), 1),
+        },
+        "by_region": per_region,
+        "paths": paths,
+        "stage_seconds_median": {k: float(np.median(v)) for k, v in stages.items()},
+    }
+
+
+def regression_figures(
+    stack: Stack, *, seed: int, start: int, n: int, size_px: int | None
+) -> dict[str, Any]:
+    """The figures a regression run records and checks: detection, Dice and the labels
+    given, on phantoms ``seed``-``start`` … of the given size."""
+    from pacsnode.training.phantom import make_phantom
+
+    scores = []
+    labels = []
+    for index in range(start, start + n):
+        phantom = make_phantom(seed, index, size_px=size_px)
+        score = score_film(stack, phantom_film(phantom), phantom.scene.region)
+        scores.append(score)
+        labels.append([given for _, given, _ in score.labels])
+    summary = summarise(scores)
+    return {
+        "recall": summary["recall"],
+        "precision": summary["precision"],
+        "dice": summary["dice"]["mean"],
+        "identification_accuracy": summary["identification"]["accuracy"],
+        "labels": labels,
+    }

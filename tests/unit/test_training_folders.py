@@ -1,0 +1,79 @@
+"""A hospital retrains on its own annotated films: ``--data DIR`` for the segmenter and the
+region networks reads a folder (here one written by ``write_phantom``, the outline JSON
+format, and one of landmark CSVs) and writes loadable weights that say where their data
+came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pacsnode.analysis.detect import TrainedUNet
+from pacsnode.cli.main import main
+from pacsnode.training.annotations import read_folder
+from pacsnode.training.phantom import make_phantom, write_phantom
+from pacsnode.training.segmenter.data import Jitter, folder_patches
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("annotated")
+    write_phantom(make_phantom(1, 3, "cervical"), out, preview=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def landmarks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PNG film of five bright boxes and their endplate rows, as BUU ships them."""
+    out = tmp_path_factory.mktemp("buu")
+    image = np.full((700, 400), 40, np.uint8)
+    rows = []
+    for i in range(5):
+        top, bottom = 80 + 110 * i, 160 + 110 * i
+        image[top:bottom, 150:260] = 200
+        rows += [f"150,{top},260,{top},0", f"150,{bottom},260,{bottom},0"]
+    rows.append("150,640,260,640,0")  # S1's superior endplate
+    Image.fromarray(image).save(out / "case1.png")
+    (out / "case1.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
+def test_folder_patches_follow_the_outlines(folder, landmarks) -> None:
+    films = read_folder(folder)
+    patches = folder_patches(films)
+    assert len(patches) == len(films[0].vertebrae)
+    # Unjittered, the body fills the middle of its patch as in the phantom patches.
+    assert all(m[32, 32] == 1 for m in patches.masks)
+    buu = folder_patches(read_folder(landmarks), jitter=Jitter(), seed=3)
+    assert [label for _, label in buu.cases] == ["L1", "L2", "L3", "L4", "L5"]
+    assert 0.2 < buu.masks.mean() < 0.6
+
+
+def test_segmenter_trains_on_a_folder(folder, tmp_path) -> None:
+    out = tmp_path / "seg"
+    args = ["train", "segmenter", "--data", str(folder), "--val-data", str(folder)]
+    args += ["--width", "2", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    manifest = json.loads((out / "segmenter.json").read_text())
+    assert manifest["training"]["data"]["train"]["folder"] == str(folder)
+    assert TrainedUNet.load(out / "segmenter.safetensors", "segmenter")
+
+
+def test_folder_data_needs_a_validation_folder(folder, tmp_path, capsys) -> None:
+    args = ["train", "detector", "--data", str(folder), "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 1
+    assert "--val-data" in capsys.readouterr().err
+
+
+def test_detector_trains_on_a_folder(folder, tmp_path) -> None:
+    out = tmp_path / "det"
+    args = ["train", "detector", "--data", str(folder), "--val-data", str(folder)]
+    args += ["--frames", "2", "--width", "2", "--epochs", "1", "--batch-size", "2"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "detector.json").read_text())
+    assert manifest["training"]["data"]["train"]["source"] == str(folder)
+    assert TrainedUNet.load(out / "detector.safetensors", "detector")
