@@ -165,13 +165,6 @@ def test_the_audit_sentence_names_the_span_and_the_grades() -> None:
     assert describe(positional) == "1 vertebra V1, not identified (positions only)"
 
 
-shipped = pytest.mark.skipif(
-    not all((DEFAULT_MODELS_DIR / name).exists() for name in MODEL_FILES.values()),
-    reason="the stack's weights are not in models/",
-)
-
-
-@shipped
 def test_true_centres_give_true_outlines_through_the_instance_path() -> None:
     segmenter = TrainedUNet.load(DEFAULT_MODELS_DIR / MODEL_FILES["segmenter"], "segmenter")
     stack = Stack(None, None, None, segmenter, None, None)
@@ -191,7 +184,6 @@ def test_true_centres_give_true_outlines_through_the_instance_path() -> None:
     assert np.mean([dice for *_, dice in matched.pairs]) > 0.93
 
 
-@shipped
 def test_one_film_through_the_shipped_stack() -> None:
     stack = Stack.load(DEFAULT_MODELS_DIR)
     phantom = make_phantom(32, 0, "cervical", size_px=1300)
@@ -224,7 +216,6 @@ def test_data_seeds_are_read_from_any_manifest_layout() -> None:
     assert data_seeds({}) == set()
 
 
-@shipped
 def test_evaluate_stack_refuses_a_training_seed(tmp_path, capsys) -> None:
     from pacsnode.cli.main import main
 
@@ -232,7 +223,6 @@ def test_evaluate_stack_refuses_a_training_seed(tmp_path, capsys) -> None:
     assert "not a test set" in capsys.readouterr().err
 
 
-@shipped
 def test_evaluate_stack_writes_its_report(tmp_path) -> None:
     import json
 
