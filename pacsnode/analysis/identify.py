@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from pacsnode.analysis.localise import pick_device
 from pacsnode.analysis.networks.classifier import PatchClassifier
-from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame
+from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.weights import load_weights
 from pacsnode.errors import ModelError
 
@@ -49,13 +49,6 @@ def identifier_frame(
         raise ValueError(f"context must be positive, got {context}")
     scale = frame.scale * frame.size * context / size
     return PatchFrame(frame.centre, frame.axis, scale, size)
-
-
-def _normalise(patch: NDArray[np.floating]) -> NDArray[np.float32]:
-    # The training code's normalise_patch (zero mean, unit spread); kept here so that the
-    # node does not import the training package. A unit test holds the two equal.
-    p = np.asarray(patch, np.float32)
-    return ((p - p.mean()) / max(float(p.std()), 1e-3)).astype(np.float32)
 
 
 class Identifier:
@@ -138,7 +131,7 @@ class Identifier:
             raise ValueError(f"a film is 2-D (rows, cols), got shape {film_image.shape}")
         out = np.zeros((len(frames), self.size, self.size), np.float32)
         for i, frame in enumerate(frames):
-            out[i] = _normalise(self.frame(frame).extract(film_image))
+            out[i] = normalise_patch(self.frame(frame).extract(film_image))
         return out
 
     def probabilities(

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from pacsnode.analysis.identify import identifier_frame
 from pacsnode.analysis.networks.classifier import PatchClassifier
-from pacsnode.analysis.patches import PatchFrame
+from pacsnode.analysis.patches import PatchFrame, normalise_patch
 from pacsnode.analysis.weights import load_weights
 from pacsnode.errors import ModelError
 
@@ -39,12 +39,6 @@ patient's front is towards the frame's +u."""
 def orienter_frame(frame: PatchFrame, context: float = CONTEXT) -> PatchFrame:
     """The orienter's 64 x 64 patch frame around a segmenter frame."""
     return identifier_frame(frame, context)
-
-
-def normalise(patch: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Zero mean, unit standard deviation."""
-    p = np.asarray(patch, np.float32)
-    return ((p - p.mean()) / max(float(p.std()), 1e-3)).astype(np.float32)
 
 
 class Orienter:
@@ -92,7 +86,7 @@ class Orienter:
         """(N, 64, 64) normalised orienter patches of segmenter ``frames`` on ``image``."""
         out = np.zeros((len(frames), 64, 64), np.float32)
         for i, frame in enumerate(frames):
-            out[i] = normalise(orienter_frame(frame, self.context).extract(image))
+            out[i] = normalise_patch(orienter_frame(frame, self.context).extract(image))
         return out
 
     def probabilities(

@@ -15,10 +15,20 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["PATCH_SIZE", "PatchFrame"]
+__all__ = ["PATCH_MARGIN", "PATCH_SIZE", "PatchFrame", "normalise_patch"]
 
 PATCH_SIZE = 64
 """Side of a vertebra patch, as in the shape-aware paper."""
+
+PATCH_MARGIN = 1.6
+"""Patch side over the vertebral body's larger extent: room for the whole body and a
+sliver of its neighbours, as in the shape-aware paper's patches."""
+
+
+def normalise_patch(patch: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Zero mean, unit standard deviation: the patch networks see contrast, not exposure."""
+    p = np.asarray(patch, np.float32)
+    return ((p - p.mean()) / max(float(p.std()), 1e-3)).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -29,18 +29,17 @@ from pacsnode.analysis.lowres import largest_component
 from pacsnode.analysis.measure import BodyHeights, body_heights
 from pacsnode.analysis.naming import Named, name_chain
 from pacsnode.analysis.orient import Orienter
-from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame
+from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.reading import SpineReading, Vertebra
 from pacsnode.analysis.region import normalise_region, region_frame, working_image
 from pacsnode.analysis.segment import candidate_masks
 
 __all__ = [
     "MODEL_FILES",
-    "PATCH_MARGIN",
     "REFERENCE_THRESHOLD",
     "Stack",
     "StackResult",
-    "normalise_patch",
+    "outline_of",
 ]
 
 MODEL_FILES = {
@@ -53,9 +52,6 @@ MODEL_FILES = {
 }
 """The weight files of the stack in a models folder."""
 
-PATCH_MARGIN = 1.6
-"""Patch side over the body's extent, as the segmenter was trained (its manifest says)."""
-
 REFERENCE_THRESHOLD = 0.5
 """Smallest identifier probability for naming the chain from a reference vertebra."""
 
@@ -63,12 +59,6 @@ MIN_AREA = 30
 """Smallest vertebra mask kept, in working pixels (a body is some 2,000)."""
 
 OUTLINE_POINTS = 64
-
-
-def normalise_patch(patch: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Zero mean and unit standard deviation, as the segmenter was trained."""
-    p = np.asarray(patch, np.float32)
-    return ((p - p.mean()) / max(float(p.std()), 1e-3)).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 
 from pacsnode.analysis.networks import parameter_count
 from pacsnode.analysis.networks.classifier import PatchClassifier
-from pacsnode.analysis.orient import CONTEXT, KIND, OUTPUTS, normalise, orienter_frame
+from pacsnode.analysis.orient import CONTEXT, KIND, OUTPUTS, orienter_frame
+from pacsnode.analysis.patches import normalise_patch
 from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
 from pacsnode.training.annotations import AnnotatedFilm
 from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
@@ -77,7 +78,7 @@ def orienter_set(
                 du = frame.to_patch(ax / factor, ay / factor)[0]
                 du -= frame.to_patch(px / factor, py / factor)[0]
                 front = 1.0 if du > 0 else 0.0
-            images.append(normalise(orienter_frame(frame, context).extract(work)))
+            images.append(normalise_patch(orienter_frame(frame, context).extract(work)))
             heads.append(0.0 if turned else 1.0)
             fronts.append(front)
             cases.append(film.case_id)

@@ -89,8 +89,11 @@ class Matched:
         return sum(p[2] for p in self.pairs) / denominator if denominator else 1.0
 
 
-def match_masks(predicted: Sequence[NDArray[np.bool_]], truth: Sequence[_Crop | None]) -> Matched:
-    preds = [_Crop.of(m) for m in predicted]
+def match_masks(
+    predicted: Sequence[NDArray[np.bool_] | _Crop | None], truth: Sequence[_Crop | None]
+) -> Matched:
+    """Pairs at IoU > 0.5 between masks (or their crops) and the true crops."""
+    preds = [m if m is None or isinstance(m, _Crop) else _Crop.of(m) for m in predicted]
     candidates = []
     for i, p in enumerate(preds):
         for j, t in enumerate(truth):
@@ -127,10 +130,9 @@ class FilmScore:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _best_dice(masks: Sequence[NDArray[np.bool_]], truth: _Crop) -> float:
+def _best_dice(masks: Sequence[_Crop | None], truth: _Crop) -> float:
     best = 0.0
-    for m in masks:
-        p = _Crop.of(m)
+    for p in masks:
         if p is None:
             continue
         inter, _ = _overlap(p, truth)
@@ -153,7 +155,8 @@ def score_film(stack: Stack, film: AnnotatedFilm, region: str | None = None) -> 
         score.labels.append((film.vertebrae[j].label, v.label, v.identified))
     paths = dict(result.paths or {"semantic": [], "instance": []})
     paths["ensemble"] = predicted
-    for name, masks in paths.items():
+    for name, full in paths.items():
+        masks = [_Crop.of(m) for m in full]
         score.paths[name] = match_masks(masks, truth)
         score.path_dice[name] = {
             str(film.vertebrae[j].label): _best_dice(masks, t)

@@ -107,12 +107,13 @@ def test_reversed_patch_is_the_upright_patch_turned_half_a_turn(patches) -> None
     assert turned_frame.axis == (-0.0, -1.0) and reversed_frame(turned_frame) == frame
 
 
-def test_serving_normalisation_is_the_training_one() -> None:
+def test_serving_and_training_share_one_normalisation() -> None:
     identify = importlib.import_module("pacsnode.analysis.identify")
+    assert identify.normalise_patch is normalise_patch
     patch = np.random.default_rng(0).normal(3.0, 2.0, (64, 64))
-    assert np.array_equal(identify._normalise(patch), normalise_patch(patch))
-    flat = np.full((64, 64), 5.0)
-    assert np.array_equal(identify._normalise(flat), normalise_patch(flat))
+    out = normalise_patch(patch)
+    assert abs(float(out.mean())) < 1e-5 and float(out.std()) == pytest.approx(1.0, rel=1e-4)
+    assert np.array_equal(normalise_patch(np.full((64, 64), 5.0)), np.zeros((64, 64)))
 
 
 def test_class_weights_balance_the_classes() -> None:

@@ -13,13 +13,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pacsnode.analysis.identify import CLASSES, CONTEXT, identifier_frame
-from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame
+from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.training.phantom import make_phantom
 from pacsnode.training.segmenter.data import (
     DEFAULT_RENDER_PX,
     NO_JITTER,
     Jitter,
-    normalise_patch,
     vertebra_frame,
 )
 
@@ -35,7 +34,7 @@ def class_of(label: str, reversed_: bool = False) -> int:
 
 def reversed_frame(frame: PatchFrame) -> PatchFrame:
     """``frame`` turned 180 degrees about its centre: the axis runs tail to head."""
-    return PatchFrame(frame.centre, (-frame.axis[0], -frame.axis[1]), frame.scale, frame.size)
+    return frame.turned()
 
 
 @dataclass

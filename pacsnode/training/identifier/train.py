@@ -27,12 +27,12 @@ from safetensors.torch import save_file
 from pacsnode.analysis.identify import CLASSES, CONTEXT, KIND
 from pacsnode.analysis.networks import parameter_count
 from pacsnode.analysis.networks.classifier import PatchClassifier
+from pacsnode.analysis.patches import PATCH_MARGIN
 from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
 from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
 from pacsnode.training.identifier.data import IdentifierSet
 from pacsnode.training.identifier.evaluate import predict_probabilities, score_identifier
 from pacsnode.training.localiser.data import DataError
-from pacsnode.training.segmenter.data import PATCH_MARGIN
 
 __all__ = ["IdentifierConfig", "class_weights", "train_identifier"]
 

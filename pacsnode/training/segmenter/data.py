@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame
+from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.training.phantom import make_phantom
 from pacsnode.training.phantom.geometry import polygon_mask
 
@@ -30,10 +30,6 @@ __all__ = [
     "phantom_patches",
     "vertebra_frame",
 ]
-
-PATCH_MARGIN = 1.6
-"""Patch side over the vertebral body's larger extent: room for the whole body and a
-sliver of its neighbours, as in the shape-aware paper's patches."""
 
 DEFAULT_RENDER_PX = 800
 """Phantoms are rendered with their long side at this many pixels: a body is then about
@@ -100,12 +96,6 @@ def vertebra_frame(
     return PatchFrame(
         (float(centre[0]), float(centre[1])), (float(axis[0]), float(axis[1])), scale, size
     )
-
-
-def normalise_patch(patch: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Zero mean, unit standard deviation: the segmenter sees contrast, not exposure."""
-    p = np.asarray(patch, np.float32)
-    return ((p - p.mean()) / max(float(p.std()), 1e-3)).astype(np.float32)
 
 
 @dataclass

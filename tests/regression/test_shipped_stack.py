@@ -1,0 +1,62 @@
+"""The shipped stack (five networks) re-run on the fixed phantoms ``models/stack.json``
+names must give the figures recorded there, within a tolerance for other CPUs; each
+weight file must match its manifest, and all of them together stay under 25 MB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pacsnode.analysis.stack import MODEL_FILES, Stack
+from pacsnode.analysis.weights import file_sha256
+from pacsnode.cli.stack import data_seeds
+from pacsnode.training.stack_eval import regression_figures
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+TOLERANCE = 0.02  # absolute, on fractions
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return json.loads((MODELS / "stack.json").read_text())
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_FILES))
+def test_each_weight_file_matches_its_manifest(kind, record) -> None:
+    weights = MODELS / MODEL_FILES[kind]
+    manifest = json.loads(weights.with_suffix(".json").read_text())
+    assert manifest["sha256"] == file_sha256(weights)
+    assert manifest["bytes"] == weights.stat().st_size
+    assert manifest["training"]["command"].startswith(f"pacsnode train {kind}")
+    # The recorded evaluation is on films none of the networks saw.
+    assert record["evaluation"]["data"]["seed"] not in data_seeds(manifest)
+    assert record["regression"]["seed"] not in data_seeds(manifest)
+
+
+def test_the_record_names_the_shipped_networks(record) -> None:
+    assert record["models"] == Stack.load(MODELS).versions
+
+
+def test_all_weights_together_stay_under_25_mb() -> None:
+    total = sum((MODELS / name).stat().st_size for name in MODEL_FILES.values())
+    assert total == sum(p.stat().st_size for p in MODELS.glob("*.safetensors"))
+    assert total < 25 * 2**20
+
+
+def test_the_shipped_stack_reproduces_its_recorded_figures(record) -> None:
+    recorded = record["regression"]
+    measured = regression_figures(
+        Stack.load(MODELS),
+        seed=recorded["seed"],
+        start=recorded["start"],
+        n=recorded["n"],
+        size_px=recorded["size_px"],
+    )
+    for key in ("recall", "precision", "dice", "identification_accuracy"):
+        assert measured[key] == pytest.approx(recorded["figures"][key], abs=TOLERANCE), key
+    same = sum(
+        a == b for a, b in zip(measured["labels"], recorded["figures"]["labels"], strict=True)
+    )
+    assert same >= len(recorded["figures"]["labels"]) - 1  # one film may differ by rounding
