@@ -44,6 +44,14 @@ def add_segmenter_commands(model_parser: Callable[..., argparse.ArgumentParser])
         "masks or landmark CSVs beside DICOM or PNG images)",
     )
     tr.add_argument("--val-data", type=Path, help="folder of validation films (with --data DIR)")
+    tr.add_argument(
+        "--frames",
+        choices=["corners", "outline"],
+        default="corners",
+        help="phantom patch frames sized from the body's corners and heights (corners, the "
+        "UNet against UNet-S experiment) or from the outline's extent along and across "
+        "the spine (outline: what the detector learns and the node gives the segmenter)",
+    )
     tr.add_argument("--train-seed", type=int_at_least(0), default=TRAIN_SEED)
     tr.add_argument("--n-train", type=int_at_least(1), default=300, help="phantom films (300)")
     tr.add_argument("--val-seed", type=int_at_least(0), default=VAL_SEED)
@@ -92,6 +100,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.data != "phantoms":
         return _train_on_folder(args)
+    if args.frames == "outline":
+        return _train_on_outline_frames(args)
     if args.train_seed == args.val_seed or TEST_SEED in (args.train_seed, args.val_seed):
         raise PacsnodeError(
             f"training and validation seeds must differ from each other and from the test "
@@ -122,6 +132,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "jitter": "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)",
         },
     )
+
+
+def _train_on_outline_frames(args: argparse.Namespace) -> int:
+    from pacsnode.training.annotations import phantom_film
+    from pacsnode.training.phantom import make_phantom
+    from pacsnode.training.segmenter.data import Jitter, folder_patches
+
+    if args.train_seed == args.val_seed or TEST_SEED in (args.train_seed, args.val_seed):
+        raise PacsnodeError(
+            f"training and validation seeds must differ from each other and from the test "
+            f"seed {TEST_SEED}"
+        )
+    sets, data = {}, {"source": "phantoms", "frames": "outline extent"}
+    for name, seed, n in (
+        ("train", args.train_seed, args.n_train),
+        ("val", args.val_seed, args.n_val),
+    ):
+        bar, step = _films_bar(n, f"{name} patches", args.quiet)
+        films = (phantom_film(make_phantom(seed, i, size_px=args.render_px)) for i in range(n))
+        sets[name] = folder_patches(list(films), jitter=Jitter(), seed=seed, progress=step)
+        bar.close()
+        data[name] = {"seed": seed, "films": n, "patches": len(sets[name])}
+    data["render_px"] = args.render_px
+    data["jitter"] = "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)"
+    return _train(args, sets, data)
 
 
 def _train_on_folder(args: argparse.Namespace) -> int:

@@ -77,3 +77,14 @@ def test_detector_trains_on_a_folder(folder, tmp_path) -> None:
     manifest = json.loads((out / "detector.json").read_text())
     assert manifest["training"]["data"]["train"]["source"] == str(folder)
     assert TrainedUNet.load(out / "detector.safetensors", "detector")
+
+
+def test_segmenter_trains_on_outline_frames_of_phantoms(tmp_path) -> None:
+    out = tmp_path / "seg"
+    args = ["train", "segmenter", "--shape-aware", "--frames", "outline", "--n-train", "2"]
+    args += ["--n-val", "1", "--render-px", "400", "--width", "2", "--epochs", "1"]
+    args += ["--batch-size", "4", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    data = json.loads((out / "segmenter.json").read_text())["training"]["data"]
+    assert data["frames"] == "outline extent" and data["train"]["seed"] == 1000
+    assert main([*args[:-3], "--train-seed", "9000", "--out", str(out), "--quiet"]) == 1
