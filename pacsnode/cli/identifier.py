@@ -47,6 +47,13 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
     tr.add_argument("--n-val", type=int_at_least(1), default=40, help="phantom films (40)")
     tr.add_argument("--render-px", type=int_at_least(200), default=800, help="film long side")
     tr.add_argument(
+        "--frames",
+        choices=["corners", "outline"],
+        default="corners",
+        help="patch frames sized by the body's corners and heights, or by the outline's "
+        "extent along and across the spine (outline: as the stack frames vertebrae)",
+    )
+    tr.add_argument(
         "--context",
         type=_positive_float,
         help="patch side over the segmenter's (default: the identifier's CONTEXT, 2.0)",
@@ -114,7 +121,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ):
         bar, step = _films_bar(n, f"{name} patches", args.quiet)
         sets[name] = identifier_patches(
-            seed, n, render_px=args.render_px, jitter=Jitter(), context=args.context, progress=step
+            seed,
+            n,
+            render_px=args.render_px,
+            jitter=Jitter(),
+            context=args.context,
+            frames=args.frames,
+            progress=step,
         )
         bar.close()
     cfg = IdentifierConfig(
@@ -129,6 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         data={
             "source": "phantoms, mixed regions",
+            "frames": args.frames,
             "train": {
                 "seed": args.train_seed,
                 "films": args.n_train,

@@ -88,3 +88,14 @@ def test_segmenter_trains_on_outline_frames_of_phantoms(tmp_path) -> None:
     data = json.loads((out / "segmenter.json").read_text())["training"]["data"]
     assert data["frames"] == "outline extent" and data["train"]["seed"] == 1000
     assert main([*args[:-3], "--train-seed", "9000", "--out", str(out), "--quiet"]) == 1
+
+
+def test_identifier_outline_frames_take_in_the_dens() -> None:
+    from pacsnode.training.identifier.data import identifier_patches
+
+    # Case (1, 3) is cervical: its first vertebra is C2, whose outline includes the dens.
+    corners = identifier_patches(1, 1, start=3, region="cervical", render_px=500)
+    outline = identifier_patches(1, 1, start=3, region="cervical", render_px=500, frames="outline")
+    assert len(corners) == len(outline) > 0
+    assert corners.cases == outline.cases
+    assert not np.allclose(corners.images[0], outline.images[0])

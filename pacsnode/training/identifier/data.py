@@ -14,11 +14,14 @@ from numpy.typing import NDArray
 
 from pacsnode.analysis.identify import CLASSES, CONTEXT, identifier_frame
 from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame, normalise_patch
+from pacsnode.training.annotations import phantom_film
 from pacsnode.training.phantom import make_phantom
+from pacsnode.training.region.data import vertebra_geometry
 from pacsnode.training.segmenter.data import (
     DEFAULT_RENDER_PX,
     NO_JITTER,
     Jitter,
+    annotated_frame,
     vertebra_frame,
 )
 
@@ -92,13 +95,16 @@ def identifier_patches(
     context: float = CONTEXT,
     size: int = PATCH_SIZE,
     reverse: bool = True,
+    frames: str = "corners",
     progress: Any = None,
 ) -> IdentifierSet:
     """The identifier patches of phantom cases ``start`` … ``start + n - 1`` of set ``seed``.
 
     Every vertebra whose outline lies wholly on the film gives one upright patch and, with
     ``reverse``, one reversed patch of the same (jittered) frame. The jitter is seeded by
-    the case, so the set is the same every time.
+    the case, so the set is the same every time. ``frames`` "outline" sizes each frame by
+    the outline's extent along and across the spine (as the stack frames vertebrae; for
+    C2 that includes the dens), "corners" by the body's corners and heights.
     """
     images: list[NDArray[np.float32]] = []
     labels: list[int] = []
@@ -116,10 +122,15 @@ def identifier_patches(
         result.regions.append(phantom.scene.region)
         # A stream of its own (not the segmenter's [seed, index, 7]), same jitter law.
         rng = None if jitter is None else np.random.default_rng([seed, index, 11])
-        for vertebra in phantom.truth["vertebrae"]:
+        geometry = vertebra_geometry(phantom_film(phantom)) if frames == "outline" else None
+        for k, vertebra in enumerate(phantom.truth["vertebrae"]):
             if not _inside(np.asarray(vertebra["outline"], np.float64), film.shape):
                 continue
-            seg_frame = vertebra_frame(vertebra, rng, jitter or NO_JITTER)
+            if geometry is None:
+                seg_frame = vertebra_frame(vertebra, rng, jitter or NO_JITTER)
+            else:  # sized by the outline's extent, as the stack frames each vertebra
+                _, centre, axis, extent = geometry[k]
+                seg_frame = annotated_frame(centre, axis, extent, rng, jitter or NO_JITTER)
             frame = identifier_frame(seg_frame, context, size)
             label = str(vertebra["label"])
             for rev in (False, True) if reverse else (False,):
