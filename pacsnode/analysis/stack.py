@@ -194,8 +194,8 @@ class Stack:
         clock.lap("identify")
         vertebrae = []
         for entry, named in zip(merged, names, strict=True):
-            film_mask = _to_film(entry.mask, (r0, c0), factor, image.shape)
-            vertebrae.append(_measure(film_mask, entry, named, down, front))
+            part = _film_part(entry.mask, (r0, c0), factor, image.shape)
+            vertebrae.append(_measure(part, image.shape, entry, named, down, front))
         vertebrae = _graded(vertebrae)
         clock.lap("measure")
         reading = SpineReading(tuple(vertebrae), reference[1] if reference else None, self.versions)
@@ -337,7 +337,17 @@ def _to_film(
 ) -> NDArray[np.bool_]:
     """A working-image mask (window at ``origin`` (row, col)) on the film's pixel grid:
     bilinear at each film pixel centre, kept at >= 0.5."""
+    part, (f0, g0) = _film_part(mask, origin, factor, shape)
     film = np.zeros(shape[:2], bool)
+    film[f0 : f0 + part.shape[0], g0 : g0 + part.shape[1]] = part
+    return film
+
+
+def _film_part(
+    mask: NDArray[np.bool_], origin: tuple[int, int], factor: float, shape: tuple[int, ...]
+) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+    """:func:`_to_film` on the film rows and columns the mask can reach only, and the
+    (row, col) of that part's top-left pixel on the film."""
     rows, cols = np.nonzero(mask)
     r0, c0 = origin
     top, bottom = rows.min() + r0 - 1, rows.max() + r0 + 2
@@ -352,8 +362,7 @@ def _to_film(
         mode="constant",
         cval=0.0,
     )
-    film[f0:f1, g0:g1] = values >= 0.5
-    return film
+    return values >= 0.5, (f0, g0)
 
 
 def outline_of(mask: NDArray[np.bool_], points: int = OUTLINE_POINTS) -> NDArray[np.float64]:
@@ -373,23 +382,29 @@ def outline_of(mask: NDArray[np.bool_], points: int = OUTLINE_POINTS) -> NDArray
 
 
 def _measure(
-    mask: NDArray[np.bool_],
+    part: tuple[NDArray[np.bool_], tuple[int, int]],
+    shape: tuple[int, ...],
     entry: Ensembled,
     named: Named,
     down: NDArray[np.float64],
     front: NDArray[np.float64],
 ) -> Vertebra:
-    """One vertebra of the reading, measured on its film mask (worked on its bounding box:
-    a film has millions of pixels, a body a few thousand)."""
-    rows, cols = np.nonzero(mask)
+    """One vertebra of the reading, measured on its film mask given as the part the mask
+    can reach and that part's (row, col) on a film of ``shape`` (a film has millions of
+    pixels, a body a few thousand)."""
+    local, (f0, g0) = part
+    rows, cols = np.nonzero(local)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    crop = mask[r0:r1, c0:c1]
+    crop = local[r0:r1, c0:c1]
+    r0, c0 = r0 + f0, c0 + g0
+    mask = np.zeros(shape[:2], bool)
+    mask[r0 : r0 + crop.shape[0], c0 : c0 + crop.shape[1]] = crop
     heights: BodyHeights | None
     try:
-        local = body_heights(
+        measured = body_heights(
             crop, (float(down[0]), float(down[1])), (float(front[0]), float(front[1]))
         )
-        heights = _shifted(local, float(c0), float(r0))
+        heights = _shifted(measured, float(c0), float(r0))
     except ValueError:
         heights = None
     return Vertebra(
@@ -398,7 +413,7 @@ def _measure(
         identified=named.identified,
         mask=mask,
         outline=outline_of(crop) + np.array([c0, r0], np.float64),
-        centroid=(float(cols.mean() + 0.5), float(rows.mean() + 0.5)),
+        centroid=(float(cols.mean() + g0 + 0.5), float(rows.mean() + f0 + 0.5)),
         heights=heights,
         finding=None,
         origin=entry.origin.value,
