@@ -7,13 +7,14 @@ A run interrupted at any point resumes to bit-identical weights.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["load_checkpoint", "save_checkpoint", "save_weights", "start_run"]
 
 
 def save_checkpoint(
@@ -62,3 +63,48 @@ def load_checkpoint(
     opt.load_state_dict(opt_state)
     gen.set_state(tensors["rng"])
     return best
+
+
+def start_run(
+    out: Path,
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    *,
+    resume: bool,
+    fresh: dict[str, Any],
+    check: Callable[[dict[str, Any], Path], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """The run folder's checkpoint path, the run's state and its best weights so far:
+    ``fresh`` and none for a new run, or restored from the checkpoint with ``resume``
+    (after ``check(saved config, checkpoint)`` has refused a checkpoint of another run).
+
+    Raises
+    ------
+    DataError
+        ``resume`` without a checkpoint (or whatever ``check`` raises).
+    """
+    from pacsnode.training.localiser.data import DataError
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.safetensors"
+    if not resume:
+        return ckpt, fresh, {}
+    if not ckpt.exists():
+        raise DataError(f"nothing to resume: {ckpt} does not exist")
+    state = json.loads(ckpt.with_suffix(".json").read_text())
+    if check is not None:
+        check(state.get("config", {}), ckpt)
+    best = load_checkpoint(ckpt, state, net, opt, gen)
+    log(f"resuming {out} after epoch {state['epoch']}")
+    return ckpt, state, best
+
+
+def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Write the weights to ``path`` (safetensors) and return the manifest's file fields:
+    name, sha256 and size."""
+    from pacsnode.analysis.weights import file_sha256
+
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    return {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}

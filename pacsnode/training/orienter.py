@@ -19,15 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from safetensors.torch import save_file
 
 from pacsnode.analysis.networks import parameter_count
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.orient import CONTEXT, KIND, OUTPUTS, orienter_frame
 from pacsnode.analysis.patches import normalise_patch
-from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
+from pacsnode.analysis.weights import MANIFEST_SCHEMA
 from pacsnode.training.annotations import AnnotatedFilm
-from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
+from pacsnode.training.checkpoints import save_checkpoint, save_weights, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.region.data import FRONT_FIRST_SOURCES, vertebra_geometry
 from pacsnode.training.segmenter.data import Jitter, annotated_frame
@@ -162,16 +161,8 @@ def train_orienter(
         classes=len(OUTPUTS), **{k: v for k, v in cfg.network_config().items() if k != "arch"}
     )
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    ckpt = cfg.out / "checkpoint.safetensors"
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_val": -1.0}
-    best: dict[str, torch.Tensor] = {}
-    if resume:
-        if not ckpt.exists():
-            raise DataError(f"nothing to resume: {ckpt} does not exist")
-        state = json.loads(ckpt.with_suffix(".json").read_text())
-        best = load_checkpoint(ckpt, state, net, opt, gen)
-        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+    fresh = {"epoch": 0, "history": [], "best_epoch": -1, "best_val": -1.0}
+    ckpt, state, best = start_run(cfg.out, net, opt, gen, resume=resume, fresh=fresh, log=log)
     images = torch.from_numpy(train.images)
     heads = torch.from_numpy(train.head_first)
     fronts = torch.from_numpy(train.front)
@@ -211,14 +202,12 @@ def train_orienter(
             f"{scores['head_first']:.3f}, front {scores['front']:.3f} ({seconds:.0f} s)"
         )
     weights = cfg.out / f"{KIND}.safetensors"
-    save_file({k: v.contiguous() for k, v in best.items()}, str(weights))
+    files = save_weights(weights, best)
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "kind": KIND,
         "name": KIND,
-        "file": weights.name,
-        "sha256": file_sha256(weights),
-        "bytes": weights.stat().st_size,
+        **files,
         "network": cfg.network_config(),
         "parameters": parameter_count(net),
         "outputs": list(OUTPUTS),

@@ -22,14 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from pacsnode.analysis.identify import CLASSES, CONTEXT, KIND
 from pacsnode.analysis.networks import parameter_count
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PATCH_MARGIN
-from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
-from pacsnode.training.checkpoints import load_checkpoint, save_checkpoint
+from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.checkpoints import save_checkpoint, save_weights, start_run
 from pacsnode.training.identifier.data import IdentifierSet
 from pacsnode.training.identifier.evaluate import predict_probabilities, score_identifier
 from pacsnode.training.localiser.data import DataError
@@ -131,23 +130,18 @@ def train_identifier(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = class_weights(train.labels)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    ckpt = cfg.out / "checkpoint.safetensors"
 
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_score": -1.0}
-    best: dict[str, torch.Tensor] = {}
-    if resume:
-        if not ckpt.exists():
-            raise DataError(f"nothing to resume: {ckpt} does not exist")
-        state = json.loads(ckpt.with_suffix(".json").read_text())
-        before = state.get("config", {})
+    def same_patches(saved: dict[str, Any], ckpt: Path) -> None:
         for key in ("context", "width", "depth"):
-            if before.get(key) != getattr(cfg, key):
+            if saved.get(key) != getattr(cfg, key):
                 raise DataError(
-                    f"{ckpt} was trained with {key} {before.get(key)}, not {getattr(cfg, key)}"
+                    f"{ckpt} was trained with {key} {saved.get(key)}, not {getattr(cfg, key)}"
                 )
-        best = load_checkpoint(ckpt, state, net, opt, gen)
-        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+
+    fresh = {"epoch": 0, "history": [], "best_epoch": -1, "best_score": -1.0}
+    ckpt, state, best = start_run(
+        cfg.out, net, opt, gen, resume=resume, fresh=fresh, check=same_patches, log=log
+    )
 
     images = torch.from_numpy(train.images)
     labels = torch.from_numpy(train.labels)
@@ -207,14 +201,12 @@ def train_identifier(
 
     best_entry = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     path = cfg.out / f"{KIND}.safetensors"
-    save_file({k: v.contiguous() for k, v in best.items()}, str(path))
+    files = save_weights(path, best)
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "kind": KIND,
         "name": cfg.name,
-        "file": path.name,
-        "sha256": file_sha256(path),
-        "bytes": path.stat().st_size,
+        **files,
         "classes": list(CLASSES),
         "network": cfg.network_config(),
         "parameters": parameter_count(net),

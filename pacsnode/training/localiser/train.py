@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from pacsnode.analysis.localise import KIND, pick_device
 from pacsnode.analysis.networks import PAPER_SIZES, build_network, parameter_count
-from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
-from pacsnode.training.checkpoints import load_checkpoint
+from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.checkpoints import save_weights, start_run
 from pacsnode.training.localiser.data import DataError, LowresSet
 from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import RegionAwareLoss
@@ -156,20 +155,15 @@ def train_localiser(
     net = build_network(arch, **net_cfg).to(device)
     opt = torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.9, eps=1e-6)
     loss_fn = RegionAwareLoss(cfg.region_weight if cfg.region_aware else 0.0)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    ckpt = cfg.out / "checkpoint.safetensors"
 
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
-    best: dict[str, torch.Tensor] = {}
-    if resume:
-        if not ckpt.exists():
-            raise DataError(f"nothing to resume: {ckpt} does not exist")
-        state = json.loads(ckpt.with_suffix(".json").read_text())
-        saved = state.get("config", {})
+    def same_variant(saved: dict[str, Any], ckpt: Path) -> None:
         if saved.get("arch") != cfg.arch or saved.get("region_aware") != cfg.region_aware:
             raise DataError(f"{ckpt} is a checkpoint of another variant: {saved}")
-        best = load_checkpoint(ckpt, state, net, opt, gen)
-        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+
+    fresh = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
+    ckpt, state, best = start_run(
+        cfg.out, net, opt, gen, resume=resume, fresh=fresh, check=same_variant, log=log
+    )
 
     def set_lr(progress_fraction: float) -> None:
         for group in opt.param_groups:
@@ -206,15 +200,13 @@ def train_localiser(
     )
 
     weights = cfg.out / f"{KIND}.safetensors"
-    save_file({k: v.contiguous() for k, v in best.items()}, str(weights))
+    files = save_weights(weights, best)
     net_cfg_full = cfg.network_config()
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "kind": KIND,
         "name": f"{arch}{'-r' if cfg.region_aware else ''}",
-        "file": weights.name,
-        "sha256": file_sha256(weights),
-        "bytes": weights.stat().st_size,
+        **files,
         "network": net_cfg_full,
         "parameters": parameter_count(net),
         "input": {

@@ -22,13 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, read_detections
 from pacsnode.analysis.networks import build_network, parameter_count
 from pacsnode.analysis.region import REGION_ACROSS, REGION_ALONG
-from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
-from pacsnode.training.checkpoints import load_checkpoint
+from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.checkpoints import save_weights, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import DiceBCELoss
@@ -205,18 +204,15 @@ def train_region_network(
     if cfg.kind == DETECTOR_KIND:
         _start_detector_head(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    ckpt = cfg.out / "checkpoint.safetensors"
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
-    best: dict[str, torch.Tensor] = {}
-    if resume:
-        if not ckpt.exists():
-            raise DataError(f"nothing to resume: {ckpt} does not exist")
-        state = json.loads(ckpt.with_suffix(".json").read_text())
-        if state.get("config", {}).get("kind") != cfg.kind:
+
+    def same_network(saved: dict[str, Any], ckpt: Path) -> None:
+        if saved.get("kind") != cfg.kind:
             raise DataError(f"{ckpt} is a checkpoint of another network")
-        best = load_checkpoint(ckpt, state, net, opt, gen)
-        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+
+    fresh = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
+    ckpt, state, best = start_run(
+        cfg.out, net, opt, gen, resume=resume, fresh=fresh, check=same_network, log=log
+    )
 
     def batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _augment(x.float(), y.float(), gen)
@@ -276,7 +272,7 @@ def train_region_network(
         log=log,
     )
     weights = cfg.out / f"{cfg.kind}.safetensors"
-    save_file({k: v.contiguous() for k, v in best.items()}, str(weights))
+    files = save_weights(weights, best)
     loss = (
         "Dice loss + binary cross-entropy (thoracic UNet paper)"
         if cfg.kind == SEMANTIC_KIND
@@ -286,9 +282,7 @@ def train_region_network(
         "schema": MANIFEST_SCHEMA,
         "kind": cfg.kind,
         "name": cfg.kind,
-        "file": weights.name,
-        "sha256": file_sha256(weights),
-        "bytes": weights.stat().st_size,
+        **files,
         "network": cfg.network_config(),
         "parameters": parameter_count(net),
         "input": {

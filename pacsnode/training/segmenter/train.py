@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from pacsnode.analysis.networks import build_network, parameter_count
-from pacsnode.analysis.weights import MANIFEST_SCHEMA, file_sha256
-from pacsnode.training.checkpoints import load_checkpoint
+from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.checkpoints import save_weights, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import ShapeAwareLoss
@@ -111,19 +110,15 @@ def train_segmenter(
     net = build_network(arch, **net_cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     loss_fn = ShapeAwareLoss(cfg.shape_weight if cfg.shape_aware else 0.0)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    ckpt = cfg.out / "checkpoint.safetensors"
 
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
-    best: dict[str, torch.Tensor] = {}
-    if resume:
-        if not ckpt.exists():
-            raise DataError(f"nothing to resume: {ckpt} does not exist")
-        state = json.loads(ckpt.with_suffix(".json").read_text())
-        if state.get("config", {}).get("shape_aware") != cfg.shape_aware:
+    def same_variant(saved: dict[str, Any], ckpt: Path) -> None:
+        if saved.get("shape_aware") != cfg.shape_aware:
             raise DataError(f"{ckpt} is a checkpoint of the other variant")
-        best = load_checkpoint(ckpt, state, net, opt, gen)
-        log(f"resuming {cfg.out} after epoch {state['epoch']}")
+
+    fresh = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_dice": -1.0}
+    ckpt, state, best = start_run(
+        cfg.out, net, opt, gen, resume=resume, fresh=fresh, check=same_variant, log=log
+    )
 
     def batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _augment(x, y, gen)
@@ -154,14 +149,11 @@ def train_segmenter(
     )
 
     weights = cfg.out / f"{KIND}.safetensors"
-    save_file({k: v.contiguous() for k, v in best.items()}, str(weights))
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "kind": KIND,
         "name": cfg.name,
-        "file": weights.name,
-        "sha256": file_sha256(weights),
-        "bytes": weights.stat().st_size,
+        **save_weights(weights, best),
         "network": cfg.network_config(),
         "parameters": parameter_count(net),
         "input": {
