@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["int_at_least"]
+__all__ = ["add_run_arguments", "films_bar", "int_at_least"]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -21,3 +24,39 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimiser: str = "Adam",
+    lr_type: Callable[[str], float] = float,
+    device: str | None = "cpu",
+) -> None:
+    """The options every training command shares: the schedule (--epochs, --batch-size,
+    --lr), --seed, --threads, --device (left out when ``device`` is None), the run folder
+    --out, --resume and --quiet."""
+    parser.add_argument("--epochs", type=int_at_least(1), default=epochs)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=batch_size)
+    parser.add_argument(
+        "--lr", type=lr_type, default=lr, help=f"{optimiser} learning rate ({lr:g})"
+    )
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
+    parser.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
+    if device is not None:
+        choices = "auto, cpu or cuda[:N]" if device == "auto" else "cpu or cuda[:N]"
+        parser.add_argument("--device", default=device, help=choices)
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def films_bar(total: int, desc: str, quiet: bool) -> tuple[Any, Callable[[int], Any]]:
+    """A progress bar over films on stderr, and the step to call after each film."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="film", disable=quiet, file=sys.stderr)
+    return bar, (lambda n: bar.update(n))

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pacsnode.cli._args import int_at_least
+from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
 from pacsnode.cli.segmenter import TEST_SEED, TRAIN_SEED, VAL_SEED
 from pacsnode.errors import PacsnodeError
 
@@ -59,15 +59,9 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
         help="patch side over the segmenter's (default: the identifier's CONTEXT, 2.0)",
     )
     tr.add_argument("--width", type=int_at_least(1), default=12, help="first-stage channels")
-    tr.add_argument("--epochs", type=int_at_least(1), default=20)
-    tr.add_argument("--batch-size", type=int_at_least(1), default=64)
-    tr.add_argument("--lr", type=_positive_float, default=2e-3, help="AdamW learning rate")
-    tr.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
-    tr.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
-    tr.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    tr.add_argument("--out", type=Path, required=True, help="run folder")
-    tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(
+        tr, epochs=20, batch_size=64, lr=2e-3, optimiser="AdamW", lr_type=_positive_float
+    )
     tr.set_defaults(func=_cmd_train)
 
     ev = model_parser(
@@ -91,13 +85,6 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
     ev.set_defaults(func=_cmd_evaluate)
 
 
-def _films_bar(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="film", disable=quiet, file=sys.stderr)
-    return bar, (lambda n: bar.update(n))
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -119,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train", args.train_seed, args.n_train),
         ("val", args.val_seed, args.n_val),
     ):
-        bar, step = _films_bar(n, f"{name} patches", args.quiet)
+        bar, step = films_bar(n, f"{name} patches", args.quiet)
         sets[name] = identifier_patches(
             seed,
             n,
@@ -193,7 +180,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{path} was trained or validated on seed {args.test_seed}: not a test set"
         )
     render_px = int(data.get("render_px") or 800)
-    bar, step = _films_bar(args.n_test, "test patches", args.quiet)
+    bar, step = films_bar(args.n_test, "test patches", args.quiet)
     # Jittered as in training: the identifier is scored on frames a detector would give.
     patches = identifier_patches(
         args.test_seed,

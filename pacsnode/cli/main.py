@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pacsnode import __version__
-from pacsnode.cli._args import int_at_least
+from pacsnode.cli._args import add_run_arguments, int_at_least
 from pacsnode.cli.admin import add_admin_commands
 from pacsnode.cli.identifier import add_identifier_commands
 from pacsnode.cli.region import add_orienter_command, add_region_commands
@@ -208,16 +208,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     lo.add_argument("--size", type=int_at_least(8), default=100, help="low-res side (100)")
     lo.add_argument("--width", type=int_at_least(1), help="channels of the first level")
     lo.add_argument("--depth", type=int_at_least(1), help="UNet poolings")
-    lo.add_argument("--epochs", type=int_at_least(1), default=30)
-    lo.add_argument("--batch-size", type=int_at_least(1), default=10)
-    lo.add_argument("--lr", type=float, default=2e-3, help="RMSprop learning rate (2e-3)")
-    lo.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
-    lo.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
     lo.add_argument("--workers", type=int_at_least(1), default=1, help="phantom processes")
-    lo.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    lo.add_argument("--out", type=Path, required=True, help="run folder")
-    lo.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    lo.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(lo, epochs=30, batch_size=10, lr=2e-3, optimiser="RMSprop", device="auto")
     lo.set_defaults(func=_cmd_train_localiser)
 
 

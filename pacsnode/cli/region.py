@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pacsnode.cli._args import int_at_least
+from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
 from pacsnode.cli.segmenter import TEST_SEED, TRAIN_SEED, VAL_SEED
 from pacsnode.errors import PacsnodeError
 
@@ -43,15 +43,7 @@ def add_region_commands(model_parser: Callable[..., argparse.ArgumentParser]) ->
         add_data_arguments(tr)
         tr.add_argument("--frames", type=int_at_least(1), default=3, help="frames per film (3)")
         tr.add_argument("--width", type=int_at_least(1), default=12 if kind == "semantic" else 8)
-        tr.add_argument("--epochs", type=int_at_least(1), default=12)
-        tr.add_argument("--batch-size", type=int_at_least(1), default=8)
-        tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-        tr.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
-        tr.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
-        tr.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-        tr.add_argument("--out", type=Path, required=True, help="run folder")
-        tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-        tr.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_run_arguments(tr, epochs=12, batch_size=8, lr=1e-3)
         tr.set_defaults(func=_cmd_train, kind=kind)
 
 
@@ -105,13 +97,6 @@ def annotated_films(
     return (lambda: iter(films)), about, None
 
 
-def _bar(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="film", disable=quiet, file=sys.stderr)
-    return bar, (lambda n: bar.update(n))
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -121,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sets, about = {}, {}
     for part, frames in (("train", args.frames), ("val", 1)):
         films, about[part], key = annotated_films(args, part)
-        bar, step = _bar(about[part]["films"], f"{part} regions", args.quiet)
+        bar, step = films_bar(about[part]["films"], f"{part} regions", args.quiet)
         sets[part] = region_set(
             films,
             name=key or "folder",
@@ -175,14 +160,7 @@ def add_orienter_command(model_parser: Callable[..., argparse.ArgumentParser]) -
     )
     add_data_arguments(tr)
     tr.add_argument("--width", type=int_at_least(1), default=8)
-    tr.add_argument("--epochs", type=int_at_least(1), default=10)
-    tr.add_argument("--batch-size", type=int_at_least(1), default=64)
-    tr.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (2e-3)")
-    tr.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
-    tr.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
-    tr.add_argument("--out", type=Path, required=True, help="run folder")
-    tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(tr, epochs=10, batch_size=64, lr=2e-3, device=None)
     tr.set_defaults(func=_cmd_train_orienter)
 
 
@@ -192,7 +170,7 @@ def _cmd_train_orienter(args: argparse.Namespace) -> int:
     sets, about = {}, {}
     for part in ("train", "val"):
         films, about[part], _ = annotated_films(args, part)
-        bar, step = _bar(about[part]["films"], f"{part} patches", args.quiet)
+        bar, step = films_bar(about[part]["films"], f"{part} patches", args.quiet)
         sets[part] = orienter_set(films(), seed={"train": 21, "val": 22}[part], progress=step)
         bar.close()
         about[part]["patches"] = len(sets[part])

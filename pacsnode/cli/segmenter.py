@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pacsnode.cli._args import int_at_least
+from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
 from pacsnode.errors import PacsnodeError
 
 __all__ = ["add_segmenter_commands"]
@@ -58,15 +58,7 @@ def add_segmenter_commands(model_parser: Callable[..., argparse.ArgumentParser])
     tr.add_argument("--n-val", type=int_at_least(1), default=40, help="phantom films (40)")
     tr.add_argument("--render-px", type=int_at_least(200), default=800, help="film long side")
     tr.add_argument("--width", type=int_at_least(1), default=16, help="first-level channels")
-    tr.add_argument("--epochs", type=int_at_least(1), default=20)
-    tr.add_argument("--batch-size", type=int_at_least(1), default=32)
-    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    tr.add_argument("--seed", type=int_at_least(0), default=0, help="initialisation seed")
-    tr.add_argument("--threads", type=int_at_least(1), help="torch CPU threads")
-    tr.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    tr.add_argument("--out", type=Path, required=True, help="run folder")
-    tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(tr, epochs=20, batch_size=32, lr=1e-3)
     tr.set_defaults(func=_cmd_train)
 
     ev = model_parser(
@@ -88,13 +80,6 @@ def add_segmenter_commands(model_parser: Callable[..., argparse.ArgumentParser])
     ev.set_defaults(func=_cmd_evaluate)
 
 
-def _films_bar(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="film", disable=quiet, file=sys.stderr)
-    return bar, (lambda n: bar.update(n))
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from pacsnode.training.segmenter.data import Jitter, phantom_patches
 
@@ -112,7 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train", args.train_seed, args.n_train),
         ("val", args.val_seed, args.n_val),
     ):
-        bar, step = _films_bar(n, f"{name} patches", args.quiet)
+        bar, step = films_bar(n, f"{name} patches", args.quiet)
         sets[name] = phantom_patches(
             seed, n, render_px=args.render_px, jitter=Jitter(), progress=step
         )
@@ -149,7 +134,7 @@ def _train_on_outline_frames(args: argparse.Namespace) -> int:
         ("train", args.train_seed, args.n_train),
         ("val", args.val_seed, args.n_val),
     ):
-        bar, step = _films_bar(n, f"{name} patches", args.quiet)
+        bar, step = films_bar(n, f"{name} patches", args.quiet)
         films = (phantom_film(make_phantom(seed, i, size_px=args.render_px)) for i in range(n))
         sets[name] = folder_patches(list(films), jitter=Jitter(), seed=seed, progress=step)
         bar.close()
@@ -223,7 +208,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{model.name} was trained or validated on seed {args.test_seed}: not a test set"
             )
         render_px = render_px or data.get("render_px")
-    bar, step = _films_bar(args.n_test, "test patches", args.quiet)
+    bar, step = films_bar(args.n_test, "test patches", args.quiet)
     # Jittered as in training: the segmenter is scored on frames a detector would give.
     patches = phantom_patches(
         args.test_seed, args.n_test, render_px=render_px or 800, jitter=Jitter(), progress=step
