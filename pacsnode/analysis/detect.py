@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from pacsnode.analysis.networks import build_network
-from pacsnode.analysis.weights import load_weights
+from pacsnode.analysis.weights import load_weights, model_version
 from pacsnode.errors import ModelError
 
 __all__ = [
@@ -147,7 +147,7 @@ class TrainedUNet:
 
     @property
     def version(self) -> str:
-        return f"{self.manifest.get('name', self.kind)}-{str(self.manifest.get('sha256', ''))[:12]}"
+        return model_version(self.manifest, self.kind)
 
     def outputs(self, region: NDArray[np.floating]) -> NDArray[np.float32]:
         """The raw (channels, rows, cols) output for one normalised image."""

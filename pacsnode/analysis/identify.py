@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from pacsnode.analysis.localise import pick_device
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame, normalise_patch
-from pacsnode.analysis.weights import load_weights
+from pacsnode.analysis.weights import load_weights, model_version
 from pacsnode.errors import ModelError
 
 __all__ = ["CLASSES", "CONTEXT", "KIND", "Identifier", "identifier_frame"]
@@ -117,7 +117,7 @@ class Identifier:
     @property
     def version(self) -> str:
         """Name and the first 12 hex digits of the weights' sha256, as results cite it."""
-        return f"{self.manifest.get('name', KIND)}-{str(self.manifest.get('sha256', ''))[:12]}"
+        return model_version(self.manifest, KIND)
 
     def frame(self, frame: PatchFrame) -> PatchFrame:
         """The identifier patch frame of a segmenter frame, at this model's context."""

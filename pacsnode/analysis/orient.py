@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from pacsnode.analysis.identify import identifier_frame
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PatchFrame, normalise_patch
-from pacsnode.analysis.weights import load_weights
+from pacsnode.analysis.weights import load_weights, model_version
 from pacsnode.errors import ModelError
 
 __all__ = ["CONTEXT", "KIND", "OUTPUTS", "Orienter", "orienter_frame"]
@@ -78,7 +78,7 @@ class Orienter:
 
     @property
     def version(self) -> str:
-        return f"{self.manifest.get('name', KIND)}-{str(self.manifest.get('sha256', ''))[:12]}"
+        return model_version(self.manifest, KIND)
 
     def patches(
         self, image: NDArray[np.floating], frames: Sequence[PatchFrame]

@@ -33,6 +33,7 @@ from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, norm
 from pacsnode.analysis.reading import SpineReading, Vertebra
 from pacsnode.analysis.region import normalise_region, region_frame, working_image
 from pacsnode.analysis.segment import candidate_masks
+from pacsnode.analysis.weights import model_version
 
 __all__ = [
     "MODEL_FILES",
@@ -149,9 +150,8 @@ class Stack:
     @property
     def versions(self) -> dict[str, str]:
         """Network name -> version (name and weights digest), for the results."""
-        digest = str(self.localiser.manifest.get("sha256", ""))[:12]
         return {
-            "localiser": f"{self.localiser.manifest.get('name', 'localiser')}-{digest}",
+            "localiser": model_version(self.localiser.manifest, "localiser"),
             DETECTOR_KIND: self.detector.version,
             SEMANTIC_KIND: self.semantic.version,
             "segmenter": self.segmenter.version,

@@ -22,11 +22,18 @@ __all__ = [
     "file_sha256",
     "load_weights",
     "manifest_path",
+    "model_version",
 ]
 
 MANIFEST_SCHEMA = "pacsnode-model-manifest/1"
 # The weights committed with the code: <repository>/models, beside the package.
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def model_version(manifest: dict[str, Any], default_name: str) -> str:
+    """How results cite a model: its name and the first 12 hex digits of its weights'
+    sha256 (new weights, new version)."""
+    return f"{manifest.get('name', default_name)}-{str(manifest.get('sha256', ''))[:12]}"
 
 
 def file_sha256(path: Path) -> str:
