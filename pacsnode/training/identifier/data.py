@@ -22,6 +22,7 @@ from pacsnode.training.segmenter.data import (
     NO_JITTER,
     Jitter,
     annotated_frame,
+    outline_on_film,
     vertebra_frame,
 )
 
@@ -74,16 +75,6 @@ class IdentifierSet:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(CLASSES)}
 
 
-def _inside(outline: NDArray[np.float64], shape: tuple[int, int]) -> bool:
-    rows, cols = shape
-    return bool(
-        (outline[:, 0] >= 0).all()
-        and (outline[:, 1] >= 0).all()
-        and (outline[:, 0] <= cols).all()
-        and (outline[:, 1] <= rows).all()
-    )
-
-
 def identifier_patches(
     seed: int,
     n: int,
@@ -124,7 +115,7 @@ def identifier_patches(
         rng = None if jitter is None else np.random.default_rng([seed, index, 11])
         geometry = vertebra_geometry(phantom_film(phantom)) if frames == "outline" else None
         for k, vertebra in enumerate(phantom.truth["vertebrae"]):
-            if not _inside(np.asarray(vertebra["outline"], np.float64), film.shape):
+            if not outline_on_film(np.asarray(vertebra["outline"], np.float64), film.shape):
                 continue
             if geometry is None:
                 seg_frame = vertebra_frame(vertebra, rng, jitter or NO_JITTER)

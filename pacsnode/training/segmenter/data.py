@@ -27,6 +27,7 @@ __all__ = [
     "annotated_frame",
     "folder_patches",
     "normalise_patch",
+    "outline_on_film",
     "phantom_patches",
     "vertebra_frame",
 ]
@@ -126,7 +127,8 @@ class PatchSet:
         return int(self.images.shape[0])
 
 
-def _inside(outline: NDArray[np.float64], shape: tuple[int, int]) -> bool:
+def outline_on_film(outline: NDArray[np.float64], shape: tuple[int, int]) -> bool:
+    """Whether every point of an outline (x, y) lies on a (rows, cols) film."""
     rows, cols = shape
     return bool(
         (outline[:, 0] >= 0).all()
@@ -161,7 +163,7 @@ def phantom_patches(
         rng = None if jitter is None else np.random.default_rng([seed, index, 7])
         for vertebra in phantom.truth["vertebrae"]:
             outline = np.asarray(vertebra["outline"], np.float64)
-            if not _inside(outline, film.shape):
+            if not outline_on_film(outline, film.shape):
                 continue
             frame = vertebra_frame(vertebra, rng, jitter or NO_JITTER, size)
             uv = frame.to_patch(outline[:, 0], outline[:, 1])
@@ -234,7 +236,7 @@ def folder_patches(
             film.vertebrae, vertebra_geometry(film), strict=True
         ):
             outline = outline / factor
-            if not _inside(outline, work.shape):
+            if not outline_on_film(outline, work.shape):
                 continue
             frame = annotated_frame(
                 centre / factor, axis, extent / factor, rng, jitter or NO_JITTER, size
