@@ -31,6 +31,12 @@ DEFAULT_ETA = 0.6
 DEFAULT_LAMBDA = 2.0
 """Width λ of the accepted area band μ ± λσ for leftovers; the paper leaves it open."""
 
+LEFTOVER_OVERLAP = 0.2
+"""A leftover with more than this share of its area on accepted vertebrae is not picked
+up: vertebral bodies do not overlap, so it outlines vertebrae the ensemble already has.
+Neighbouring masks accepted in agreement overlapped by at most 0.11 of their area on 40
+development phantoms (seed 3000)."""
+
 Mask = NDArray[np.bool_]
 
 
@@ -105,6 +111,12 @@ def ensemble(
     blob and leaves its list, while the blob stays for the leftover pass (where an
     over-merged blob's area usually falls outside the band). With fewer than two
     accepted masks σ is 0 and the band is empty, so no leftover is kept.
+
+    The leftover pass picks up *missed* vertebrae, as the paper puts it: a leftover lying
+    over a vertebra already accepted (more than :data:`LEFTOVER_OVERLAP` of it) is not
+    one, and is dropped. Instance leftovers go first (each has a detected centre and
+    size behind it), so where an instance mask and a blob that disagree with each other
+    are both left over for the same body, the instance mask is kept.
     """
     if not 0.0 < eta < 1.0:
         raise ValueError(f"eta must be in (0, 1), got {eta}")
@@ -147,13 +159,25 @@ def ensemble(
         sigma = float(np.std(areas))
         low, high = mu - lam * sigma, mu + lam * sigma
         for masks, origin in (
-            (remaining_u, Origin.SEMANTIC_LEFTOVER),
             (remaining_m, Origin.INSTANCE_LEFTOVER),
+            (remaining_u, Origin.SEMANTIC_LEFTOVER),
         ):
             for mask in masks:
-                if low < int(mask.sum()) < high:
+                if low < int(mask.sum()) < high and not _covered(mask, accepted):
                     accepted.append(Ensembled(mask, origin))
     return sort_along_spine(accepted, axis)
+
+
+def _covered(mask: Mask, accepted: Sequence[Ensembled]) -> bool:
+    """Whether more than :data:`LEFTOVER_OVERLAP` of a leftover lies on the vertebrae
+    accepted so far: it then outlines vertebrae the ensemble already has."""
+    box = _box(mask)
+    area = int(mask.sum())
+    on = 0
+    for entry in accepted:
+        if _touch(box, _box(entry.mask)):
+            on += int(np.logical_and(mask, entry.mask).sum())
+    return on > LEFTOVER_OVERLAP * area
 
 
 def _box(mask: Mask) -> tuple[int, int, int, int]:

@@ -27,7 +27,7 @@ from pacsnode.analysis.identify import CLASSES, Identifier
 from pacsnode.analysis.localise import Localisation, Localiser
 from pacsnode.analysis.lowres import largest_component
 from pacsnode.analysis.measure import BodyHeights, body_heights
-from pacsnode.analysis.naming import Named, name_chain
+from pacsnode.analysis.naming import Named, name_chain, skipped_vertebrae
 from pacsnode.analysis.orient import Orienter
 from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.reading import SpineReading, Vertebra
@@ -190,7 +190,8 @@ class Stack:
         clock.lap("ensemble")
         frames = _body_frames([m.mask for m in merged], (c0, r0), down)
         reference = self._reference(work, frames)
-        names = name_chain(len(merged), reference)
+        skipped = skipped_vertebrae([f.centre for f in frames], [math.sqrt(m.area) for m in merged])
+        names = name_chain(len(merged), reference, skipped)
         clock.lap("identify")
         vertebrae = []
         for entry, named in zip(merged, names, strict=True):

@@ -8,9 +8,11 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
-from pacsnode.cli.segmenter import TEST_SEED, TRAIN_SEED, VAL_SEED
+from pacsnode.cli.region import add_data_arguments, annotated_films
+from pacsnode.cli.segmenter import TEST_SEED
 from pacsnode.errors import PacsnodeError
 
 __all__ = ["add_identifier_commands"]
@@ -35,23 +37,29 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
         "the reference-vertebra identifier (C2, S1 or other)",
         (
             "Train the patch classifier that tells C2 and S1 from the other vertebrae on "
-            "phantom vertebra patches, C2 and S1 turned upside down counting as other. "
+            "vertebra patches of phantoms or of a folder of annotated films, C2 and S1 "
+            "turned upside down (and, with --beyond, the atlas above C2 and the sacrum "
+            "below S1) counting as other. "
             "Checkpoints after every epoch (--resume continues); writes "
             "identifier.safetensors and its manifest in --out."
         ),
         model="identifier",
     )
-    tr.add_argument("--train-seed", type=int_at_least(0), default=TRAIN_SEED)
-    tr.add_argument("--n-train", type=int_at_least(1), default=300, help="phantom films (300)")
-    tr.add_argument("--val-seed", type=int_at_least(0), default=VAL_SEED)
-    tr.add_argument("--n-val", type=int_at_least(1), default=40, help="phantom films (40)")
-    tr.add_argument("--render-px", type=int_at_least(200), default=800, help="film long side")
+    add_data_arguments(tr)
     tr.add_argument(
         "--frames",
         choices=["corners", "outline"],
-        default="corners",
-        help="patch frames sized by the body's corners and heights, or by the outline's "
-        "extent along and across the spine (outline: as the stack frames vertebrae)",
+        default="outline",
+        help="patch frames sized by the outline's extent along and across the spine, as the "
+        "stack frames the vertebrae it found (outline, the default), or by the body's "
+        "corners and heights (corners: phantoms only)",
+    )
+    tr.add_argument(
+        "--beyond",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also a frame one vertebra past each reference (above C2, below S1: the atlas, "
+        "the sacrum), labelled other (default with outline frames)",
     )
     tr.add_argument(
         "--context",
@@ -89,34 +97,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pacsnode.analysis.identify import CONTEXT
-    from pacsnode.training.identifier.data import identifier_patches
     from pacsnode.training.identifier.train import IdentifierConfig, train_identifier
-    from pacsnode.training.segmenter.data import Jitter
 
     if args.context is None:
         args.context = CONTEXT
-
-    if args.train_seed == args.val_seed or TEST_SEED in (args.train_seed, args.val_seed):
-        raise PacsnodeError(
-            f"training and validation seeds must differ from each other and from the test "
-            f"seed {TEST_SEED}"
-        )
-    sets = {}
-    for name, seed, n in (
-        ("train", args.train_seed, args.n_train),
-        ("val", args.val_seed, args.n_val),
-    ):
-        bar, step = films_bar(n, f"{name} patches", args.quiet)
-        sets[name] = identifier_patches(
-            seed,
-            n,
-            render_px=args.render_px,
-            jitter=Jitter(),
-            context=args.context,
-            frames=args.frames,
-            progress=step,
-        )
-        bar.close()
+    if args.beyond is None:
+        args.beyond = args.frames == "outline"
+    if args.frames == "corners":
+        if args.data != "phantoms":
+            raise PacsnodeError("--frames corners needs phantoms: use --frames outline")
+        if args.beyond:
+            raise PacsnodeError("--beyond needs --frames outline")
+    sets, data = _training_sets(args)
     cfg = IdentifierConfig(
         out=args.out,
         context=args.context,
@@ -127,25 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         device=args.device,
-        data={
-            "source": "phantoms, mixed regions",
-            "frames": args.frames,
-            "train": {
-                "seed": args.train_seed,
-                "films": args.n_train,
-                "patches": len(sets["train"]),
-                "classes": sets["train"].class_counts(),
-            },
-            "val": {
-                "seed": args.val_seed,
-                "films": args.n_val,
-                "patches": len(sets["val"]),
-                "classes": sets["val"].class_counts(),
-            },
-            "render_px": args.render_px,
-            "jitter": "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)",
-            "reversed": "every frame also turned 180 degrees, labelled other",
-        },
+        data=data,
         command="pacsnode " + " ".join(args.argv),
     )
 
@@ -159,6 +133,67 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"wrote {weights} and {weights.with_suffix('.json')}")
     return 0
+
+
+def _training_sets(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training and validation patches of ``pacsnode train identifier`` and their
+    description for the manifest."""
+    from pacsnode.training.identifier.data import film_patches, identifier_patches
+    from pacsnode.training.segmenter.data import Jitter
+
+    sets: dict[str, Any] = {}
+    data: dict[str, Any] = {"frames": args.frames}
+    for part in ("train", "val"):
+        if args.frames == "corners":
+            if args.train_seed == args.val_seed or TEST_SEED in (args.train_seed, args.val_seed):
+                raise PacsnodeError(
+                    f"training and validation seeds must differ from each other and from "
+                    f"the test seed {TEST_SEED}"
+                )
+            seed, n = (
+                (args.train_seed, args.n_train) if part == "train" else (args.val_seed, args.n_val)
+            )
+            about: dict[str, Any] = {"source": "phantoms", "seed": seed, "films": n}
+            bar, step = films_bar(n, f"{part} patches", args.quiet)
+            sets[part] = identifier_patches(
+                seed,
+                n,
+                render_px=args.render_px,
+                jitter=Jitter(),
+                context=args.context,
+                progress=step,
+            )
+        else:
+            films, about, _ = annotated_films(args, part)
+            keys = [
+                (about.get("seed", {"train": 1, "val": 2}[part]), i) for i in range(about["films"])
+            ]
+            bar, step = films_bar(about["films"], f"{part} patches", args.quiet)
+            sets[part] = film_patches(
+                ((film, None) for film in films()),
+                seeds=keys,
+                jitter=Jitter(),
+                context=args.context,
+                beyond=args.beyond,
+                progress=step,
+            )
+        bar.close()
+        counts = sets[part].class_counts()
+        if part == "train" and not (counts["C2"] or counts["S1"]):
+            raise PacsnodeError(
+                f"the training films show no whole C2 or S1: the identifier would learn "
+                f"nothing ({about})"
+            )
+        data[part] = {**about, "patches": len(sets[part]), "classes": counts}
+    if args.data == "phantoms":
+        data["render_px"] = args.render_px
+    data["jitter"] = "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)"
+    data["reversed"] = "every frame also turned 180 degrees, labelled other"
+    if args.beyond:
+        data["beyond"] = (
+            "a frame above each C2 and below each S1, one neighbour step past it, labelled other"
+        )
+    return sets, data
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -189,6 +224,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         jitter=Jitter(),
         context=model.context,
         size=model.size,
+        frames=str(data.get("frames", "corners")),
         progress=step,
     )
     bar.close()

@@ -83,3 +83,20 @@ def test_bad_parameters_are_refused() -> None:
         ensemble([], [], lam=-1.0)
     with pytest.raises(ValueError, match="zero vector"):
         sort_along_spine([], (0.0, 0.0))
+
+
+def test_a_leftover_over_an_accepted_vertebra_is_not_a_missed_one() -> None:
+    pairs = [box(0, 9), box(14, 24), box(28, 39)]  # agreeing vertebrae: 180, 200, 220 px
+    lost_u = box(29, 37, 0, 30)  # 240 px blob, 160 of them on the third vertebra
+    lost_m = box(56, 66)  # an instance mask nobody else saw: a missed vertebra
+    result = ensemble([*pairs, lost_u], [*pairs, lost_m], lam=3.0)
+    assert [r.origin for r in result] == [Origin.AGREEMENT] * 3 + [Origin.INSTANCE_LEFTOVER]
+
+
+def test_of_two_leftovers_for_one_body_the_instance_mask_is_kept() -> None:
+    pairs = [box(0, 9), box(14, 24), box(28, 39)]
+    blob = box(42, 50, 0, 22)  # 176 px; 72 of them on the instance mask (δ, δ_m < η)
+    inst = box(44, 54, 10, 30)  # 200 px
+    result = ensemble([*pairs, blob], [*pairs, inst], lam=3.0)
+    assert len(result) == 4 and result[-1].origin is Origin.INSTANCE_LEFTOVER
+    assert np.array_equal(result[-1].mask, inst)

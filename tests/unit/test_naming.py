@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pacsnode.analysis.naming import SPINE_ORDER, chain_labels, name_chain
+from pacsnode.analysis.naming import SPINE_ORDER, chain_labels, name_chain, skipped_vertebrae
 
 
 def test_the_spine_has_24_presacral_vertebrae_and_s1() -> None:
@@ -47,3 +47,25 @@ def test_without_a_reference_names_are_positions() -> None:
 def test_bad_input_is_refused(count: int, reference, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         name_chain(count, reference)
+
+
+def test_a_lost_vertebra_is_stepped_over() -> None:
+    # L2 was not found: L1 lies two steps above L3.
+    centres = [(0, 0), (0, 12), (0, 36), (0, 48), (0, 60), (0, 72)]
+    skipped = skipped_vertebrae(centres, [10] * 6)
+    assert skipped == [0, 1, 0, 0, 0]
+    named = name_chain(6, (5, "S1", 0.9), skipped)
+    assert chain_labels(named) == ["T12", "L1", "L3", "L4", "L5", "S1"]
+    assert chain_labels(name_chain(4, (0, "C2", 1.0), [0, 2, 0])) == ["C2", "C3", "C6", "C7"]
+
+
+def test_gaps_are_judged_against_body_size() -> None:
+    # Bigger bodies further down sit further apart: no gap is lost there.
+    centres = [(0, 0), (0, 10), (0, 22), (0, 36), (0, 52)]
+    assert skipped_vertebrae(centres, [8, 9, 11, 12, 14]) == [0, 0, 0, 0]
+    assert skipped_vertebrae([(0, 0), (0, 10), (0, 50)], [8, 8, 8]) == [0, 0]  # too short
+    assert skipped_vertebrae([], []) == []
+    with pytest.raises(ValueError, match="sizes"):
+        skipped_vertebrae([(0, 0)] * 4, [1] * 3)
+    with pytest.raises(ValueError, match="skipped"):
+        name_chain(3, (0, "C2", 1.0), [0])

@@ -99,3 +99,39 @@ def test_identifier_outline_frames_take_in_the_dens() -> None:
     assert len(corners) == len(outline) > 0
     assert corners.cases == outline.cases
     assert not np.allclose(corners.images[0], outline.images[0])
+
+
+def test_identifier_trains_on_a_folder_with_frames_past_the_reference(folder, tmp_path) -> None:
+    out = tmp_path / "ident"
+    args = ["train", "identifier", "--data", str(folder), "--val-data", str(folder)]
+    args += ["--width", "2", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    data = json.loads((out / "identifier.json").read_text())["training"]["data"]
+    assert data["train"]["source"] == str(folder) and data["frames"] == "outline"
+    assert data["train"]["classes"]["C2"] == 1 and "beyond" in data
+    from pacsnode.analysis.identify import Identifier
+
+    assert Identifier.load(out / "identifier.safetensors").context == 2.0
+
+
+def test_a_folder_without_references_cannot_train_the_identifier(landmarks, tmp_path, capsys):
+    # The landmark film names L1 to L5 only (S1 has no inferior endplate): nothing to learn.
+    args = ["train", "identifier", "--data", str(landmarks), "--val-data", str(landmarks)]
+    assert main([*args, "--out", str(tmp_path), "--quiet"]) == 1
+    assert "no whole C2 or S1" in capsys.readouterr().err
+
+
+def test_frames_past_a_reference_lie_beyond_it_and_count_as_other(folder) -> None:
+    from pacsnode.analysis.identify import CLASSES
+    from pacsnode.training.identifier.data import BEYOND, film_patches, region_of
+
+    [film] = read_folder(folder)
+    assert region_of(film) == "cervical"
+    plain = film_patches([(film, None)], reverse=False)
+    past = film_patches([(film, None)], reverse=False, beyond=True)
+    assert len(past) == len(plain) + 1  # one C2, nothing past the film's last vertebra
+    [extra] = [i for i, (_, label) in enumerate(past.cases) if label == BEYOND["C2"]]
+    assert past.labels[extra] == CLASSES.index("other")
+    assert plain.cases[0][1] == "C2" and plain.labels[0] == CLASSES.index("C2")
+    # As far above C2 as C3 lies below: the patch differs from C2's own.
+    assert not np.allclose(past.images[extra], plain.images[0])
