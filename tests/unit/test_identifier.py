@@ -29,6 +29,7 @@ from pacsnode.training.identifier import (
     identifier_patches,
     predict_probabilities,
     reversed_frame,
+    sample_weights,
     score_identifier,
     train_identifier,
 )
@@ -122,6 +123,15 @@ def test_class_weights_balance_the_classes() -> None:
     totals = [w[c] * (labels == c).sum() for c in range(3)]
     assert np.allclose(totals, totals[0]) and np.isclose((w[labels]).mean(), 1.0)
     assert class_weights(np.array([0, 0, 1]))[2] == 0
+
+
+def test_frames_past_a_reference_weigh_as_that_reference() -> None:
+    labels = np.array([0] * 90 + [1] * 6 + [2] * 4)
+    past = np.full(100, -1)
+    past[:3] = 2  # three "other" frames below S1
+    w = sample_weights(labels, past).numpy()
+    by_class = class_weights(labels).numpy()
+    assert np.allclose(w[:3], by_class[2]) and np.allclose(w[3:], by_class[labels[3:]])
 
 
 def _toy_set() -> IdentifierSet:

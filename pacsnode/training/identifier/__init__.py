@@ -11,7 +11,12 @@ from pacsnode.training.identifier.evaluate import (
     predict_probabilities,
     score_identifier,
 )
-from pacsnode.training.identifier.train import IdentifierConfig, class_weights, train_identifier
+from pacsnode.training.identifier.train import (
+    IdentifierConfig,
+    class_weights,
+    sample_weights,
+    train_identifier,
+)
 
 __all__ = [
     "IdentifierConfig",
@@ -22,6 +27,7 @@ __all__ = [
     "markdown_report",
     "predict_probabilities",
     "reversed_frame",
+    "sample_weights",
     "score_identifier",
     "train_identifier",
 ]

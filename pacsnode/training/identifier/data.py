@@ -89,6 +89,17 @@ class IdentifierSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def past(self) -> NDArray[np.int64]:
+        """(N,) for a frame one vertebra past a reference (:data:`BEYOND`), the class
+        index of that reference; -1 for every other patch."""
+        out = np.full(len(self), -1, np.int64)
+        for i, (_, label) in enumerate(self.cases):
+            for reference, beyond in BEYOND.items():
+                if label == beyond:
+                    out[i] = CLASSES.index(reference)
+        return out
+
     def class_counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(CLASSES)}
 

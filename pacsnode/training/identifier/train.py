@@ -33,7 +33,7 @@ from pacsnode.training.identifier.data import IdentifierSet
 from pacsnode.training.identifier.evaluate import predict_probabilities, score_identifier
 from pacsnode.training.localiser.data import DataError
 
-__all__ = ["IdentifierConfig", "class_weights", "train_identifier"]
+__all__ = ["IdentifierConfig", "class_weights", "sample_weights", "train_identifier"]
 
 
 @dataclass
@@ -71,6 +71,17 @@ class IdentifierConfig:
         d = asdict(self)
         d["out"] = str(self.out)
         return d
+
+
+def sample_weights(labels: np.ndarray, past: np.ndarray) -> torch.Tensor:
+    """Per patch, its class's weight (:func:`class_weights`); a frame one vertebra past a
+    reference (``past`` its class index, else -1) weighs as a patch of that reference,
+    so the few frames that look most like C2 or S1 without being them are not lost in the
+    thousands of other vertebrae."""
+    by_class = class_weights(labels)
+    weights = by_class[torch.from_numpy(np.asarray(labels, np.int64))]
+    beyond = torch.from_numpy(np.asarray(past, np.int64))
+    return torch.where(beyond >= 0, by_class[beyond.clamp(min=0)], weights)
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -129,7 +140,8 @@ def train_identifier(
     net = PatchClassifier(classes=len(CLASSES), **net_cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = class_weights(train.labels)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
+    per_patch = sample_weights(train.labels, train.past)
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
 
     def same_patches(saved: dict[str, Any], ckpt: Path) -> None:
         for key in ("context", "width", "depth"):
@@ -166,7 +178,8 @@ def train_identifier(
                 )
             idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = _augment(images[idx], gen)[:, None].to(device)
-            loss = loss_fn(net(x), labels[idx].to(device))
+            w = per_patch[idx].to(device)
+            loss = (loss_fn(net(x), labels[idx].to(device)) * w).sum() / w.sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
@@ -222,7 +235,10 @@ def train_identifier(
         },
         "training": {
             "command": cfg.command,
-            "loss": "class-balanced cross-entropy",
+            "loss": (
+                "class-balanced cross-entropy; a frame past a reference weighs as a patch "
+                "of that reference"
+            ),
             "class_weights": dict(zip(CLASSES, weights.tolist(), strict=True)),
             "optimiser": "AdamW, cosine decay",
             "lr": cfg.lr,
