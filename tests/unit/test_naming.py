@@ -69,3 +69,10 @@ def test_gaps_are_judged_against_body_size() -> None:
         skipped_vertebrae([(0, 0)] * 4, [1] * 3)
     with pytest.raises(ValueError, match="skipped"):
         name_chain(3, (0, "C2", 1.0), [0])
+
+
+def test_no_gap_is_judged_beside_a_fragment() -> None:
+    # The top mask covers only a sliver of its body: its centre sits high, its size small.
+    centres = [(0, -6), (0, 12), (0, 24), (0, 36), (0, 48)]
+    assert skipped_vertebrae(centres, [4, 10, 10, 10, 10]) == [0, 0, 0, 0]
+    assert skipped_vertebrae(centres, [10, 10, 10, 10, 10]) == [1, 0, 0, 0]
