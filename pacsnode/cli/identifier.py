@@ -56,10 +56,10 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
     )
     tr.add_argument(
         "--beyond",
-        action=argparse.BooleanOptionalAction,
-        default=None,
+        action="store_true",
         help="also a frame one vertebra past each reference (above C2, below S1: the atlas, "
-        "the sacrum), labelled other (default with outline frames)",
+        "the sacrum), labelled other and weighed as a reference patch (outline frames only; "
+        "on development phantoms it cost C2 more than it gained on S1, so it is off)",
     )
     tr.add_argument(
         "--context",
@@ -101,8 +101,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.context is None:
         args.context = CONTEXT
-    if args.beyond is None:
-        args.beyond = args.frames == "outline"
     if args.frames == "corners":
         if args.data != "phantoms":
             raise PacsnodeError("--frames corners needs phantoms: use --frames outline")

@@ -103,7 +103,7 @@ def test_identifier_outline_frames_take_in_the_dens() -> None:
 
 def test_identifier_trains_on_a_folder_with_frames_past_the_reference(folder, tmp_path) -> None:
     out = tmp_path / "ident"
-    args = ["train", "identifier", "--data", str(folder), "--val-data", str(folder)]
+    args = ["train", "identifier", "--data", str(folder), "--val-data", str(folder), "--beyond"]
     args += ["--width", "2", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]
     assert main(args) == 0
     data = json.loads((out / "identifier.json").read_text())["training"]["data"]
@@ -135,3 +135,9 @@ def test_frames_past_a_reference_lie_beyond_it_and_count_as_other(folder) -> Non
     assert plain.cases[0][1] == "C2" and plain.labels[0] == CLASSES.index("C2")
     # As far above C2 as C3 lies below: the patch differs from C2's own.
     assert not np.allclose(past.images[extra], plain.images[0])
+
+
+def test_frames_past_a_reference_need_outline_frames(tmp_path, capsys) -> None:
+    args = ["train", "identifier", "--frames", "corners", "--beyond", "--out", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 1
+    assert "--beyond needs --frames outline" in capsys.readouterr().err
