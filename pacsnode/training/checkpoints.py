@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["load_checkpoint", "save_checkpoint", "save_weights", "start_run"]
+__all__ = ["load_checkpoint", "save_checkpoint", "save_weights", "seed_run", "start_run"]
 
 
 def save_checkpoint(
@@ -63,6 +63,36 @@ def load_checkpoint(
     opt.load_state_dict(opt_state)
     gen.set_state(tensors["rng"])
     return best
+
+
+def seed_run(
+    *,
+    items: str,
+    train: int,
+    val: int | None,
+    batch_size: int,
+    threads: int | None,
+    seed: int,
+) -> torch.Generator:
+    """Refuse training ``items`` (patches, films…) fewer than one batch, and an empty
+    validation set (``val`` None: not checked); set torch's threads (when given) and
+    seed; return the sampling generator, seeded alike.
+
+    Raises
+    ------
+    DataError
+        Too little data.
+    """
+    from pacsnode.training.localiser.data import DataError
+
+    if train < batch_size:
+        raise DataError(f"{train} training {items}, fewer than one batch of {batch_size}")
+    if val == 0:
+        raise DataError(f"no validation {items}")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
 
 
 def start_run(

@@ -26,7 +26,7 @@ from pacsnode.analysis.orient import CONTEXT, KIND, OUTPUTS, orienter_frame
 from pacsnode.analysis.patches import normalise_patch
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
 from pacsnode.training.annotations import AnnotatedFilm
-from pacsnode.training.checkpoints import save_checkpoint, save_weights, start_run
+from pacsnode.training.checkpoints import save_checkpoint, save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.region.data import FRONT_FIRST_SOURCES, vertebra_geometry
 from pacsnode.training.segmenter.data import Jitter, annotated_frame
@@ -151,12 +151,14 @@ def train_orienter(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train the orienter; returns the path of ``orienter.safetensors``."""
-    if len(train) < cfg.batch_size:
-        raise DataError(f"{len(train)} training patches, fewer than one batch of {cfg.batch_size}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = seed_run(
+        items="patches",
+        train=len(train),
+        val=None,
+        batch_size=cfg.batch_size,
+        threads=cfg.threads,
+        seed=cfg.seed,
+    )
     net = PatchClassifier(
         classes=len(OUTPUTS), **{k: v for k, v in cfg.network_config().items() if k != "arch"}
     )

@@ -28,7 +28,7 @@ from pacsnode.analysis.networks import parameter_count
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PATCH_MARGIN
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
-from pacsnode.training.checkpoints import save_checkpoint, save_weights, start_run
+from pacsnode.training.checkpoints import save_checkpoint, save_weights, seed_run, start_run
 from pacsnode.training.identifier.data import IdentifierSet
 from pacsnode.training.identifier.evaluate import predict_probabilities, score_identifier
 from pacsnode.training.localiser.data import DataError
@@ -126,15 +126,15 @@ def train_identifier(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train the identifier; returns the path of ``identifier.safetensors``."""
-    if len(train) < cfg.batch_size:
-        raise DataError(f"{len(train)} training patches, fewer than one batch of {cfg.batch_size}")
-    if len(val) == 0:
-        raise DataError("no validation patches")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    gen = seed_run(
+        items="patches",
+        train=len(train),
+        val=len(val),
+        batch_size=cfg.batch_size,
+        threads=cfg.threads,
+        seed=cfg.seed,
+    )
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     net_cfg = cfg.network_config()
     net_cfg.pop("arch")
     net = PatchClassifier(classes=len(CLASSES), **net_cfg).to(device)

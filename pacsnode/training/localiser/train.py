@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pacsnode.analysis.localise import KIND, pick_device
 from pacsnode.analysis.networks import PAPER_SIZES, build_network, parameter_count
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
-from pacsnode.training.checkpoints import save_weights, start_run
+from pacsnode.training.checkpoints import save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError, LowresSet
 from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import RegionAwareLoss
@@ -143,13 +143,15 @@ def train_localiser(
     """Train one localiser variant and write ``localiser.safetensors`` and its manifest
     (``localiser.json``) into ``cfg.out``: the weights of the epoch with the best validation
     Dice. ``progress`` is a tqdm-like factory (``progress(total=, desc=)``)."""
-    if len(train) < cfg.batch_size:
-        raise DataError(f"{len(train)} training films, fewer than one batch of {cfg.batch_size}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    gen = seed_run(
+        items="films",
+        train=len(train),
+        val=None,
+        batch_size=cfg.batch_size,
+        threads=cfg.threads,
+        seed=cfg.seed,
+    )
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     net_cfg = cfg.network_config()
     arch = net_cfg.pop("arch")
     net = build_network(arch, **net_cfg).to(device)

@@ -27,7 +27,7 @@ from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, read_detectio
 from pacsnode.analysis.networks import build_network, parameter_count
 from pacsnode.analysis.region import REGION_ACROSS, REGION_ALONG
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
-from pacsnode.training.checkpoints import save_weights, start_run
+from pacsnode.training.checkpoints import save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import DiceBCELoss
@@ -190,15 +190,15 @@ def train_region_network(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train the detector or the semantic UNet; returns the path of ``<kind>.safetensors``."""
-    if len(train) < cfg.batch_size:
-        raise DataError(f"{len(train)} training samples, fewer than one batch of {cfg.batch_size}")
-    if len(val) == 0:
-        raise DataError("no validation samples")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    gen = seed_run(
+        items="samples",
+        train=len(train),
+        val=len(val),
+        batch_size=cfg.batch_size,
+        threads=cfg.threads,
+        seed=cfg.seed,
+    )
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     net_cfg = cfg.network_config()
     net = build_network(net_cfg.pop("arch"), **net_cfg).to(device)
     if cfg.kind == DETECTOR_KIND:

@@ -18,7 +18,7 @@ import torch
 
 from pacsnode.analysis.networks import build_network, parameter_count
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
-from pacsnode.training.checkpoints import save_weights, start_run
+from pacsnode.training.checkpoints import save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.loop import EpochLoop, run_epochs
 from pacsnode.training.losses import ShapeAwareLoss
@@ -96,15 +96,15 @@ def train_segmenter(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train one segmenter variant; returns the path of ``segmenter.safetensors``."""
-    if len(train) < cfg.batch_size:
-        raise DataError(f"{len(train)} training patches, fewer than one batch of {cfg.batch_size}")
-    if len(val) == 0:
-        raise DataError("no validation patches")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    gen = seed_run(
+        items="patches",
+        train=len(train),
+        val=len(val),
+        batch_size=cfg.batch_size,
+        threads=cfg.threads,
+        seed=cfg.seed,
+    )
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     net_cfg = cfg.network_config()
     arch = net_cfg.pop("arch")
     net = build_network(arch, **net_cfg).to(device)
