@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_run_arguments", "films_bar", "int_at_least"]
+__all__ = ["add_run_arguments", "batch_bar", "films_bar", "int_at_least", "run_options"]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -60,3 +60,33 @@ def films_bar(total: int, desc: str, quiet: bool) -> tuple[Any, Callable[[int], 
 
     bar = tqdm(total=total, desc=desc, unit="film", disable=quiet, file=sys.stderr)
     return bar, (lambda n: bar.update(n))
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training configs' fields that :func:`add_run_arguments` options give (--device
+    only where the command has it), and the command line as typed, for the manifest."""
+    options = {
+        "out": args.out,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "threads": args.threads,
+        "command": "pacsnode " + " ".join(args.argv),
+    }
+    if hasattr(args, "device"):
+        options["device"] = args.device
+    return options
+
+
+def batch_bar(quiet: bool, *, leave: bool = True) -> Callable[..., Any]:
+    """A factory of progress bars over batches on stderr, ``(total=, desc=)``, as the
+    training loops call it."""
+    from tqdm import tqdm
+
+    def bar(total: int, desc: str) -> Any:
+        return tqdm(
+            total=total, desc=desc, unit="batch", disable=quiet, file=sys.stderr, leave=leave
+        )
+
+    return bar

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
+from pacsnode.cli._args import add_run_arguments, batch_bar, films_bar, int_at_least, run_options
 from pacsnode.cli.region import add_data_arguments, annotated_films
 from pacsnode.cli.segmenter import TEST_SEED
 from pacsnode.errors import PacsnodeError
@@ -94,7 +93,6 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from pacsnode.analysis.identify import CONTEXT
     from pacsnode.training.identifier.train import IdentifierConfig, train_identifier
@@ -107,27 +105,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.beyond:
             raise PacsnodeError("--beyond needs --frames outline")
     sets, data = _training_sets(args)
-    cfg = IdentifierConfig(
-        out=args.out,
-        context=args.context,
-        width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        threads=args.threads,
-        device=args.device,
-        data=data,
-        command="pacsnode " + " ".join(args.argv),
-    )
-
-    def progress(total: int, desc: str):
-        return tqdm(
-            total=total, desc=desc, unit="batch", disable=args.quiet, file=sys.stderr, leave=False
-        )
-
+    cfg = IdentifierConfig(context=args.context, width=args.width, data=data, **run_options(args))
     weights = train_identifier(
-        cfg, sets["train"], sets["val"], resume=args.resume, progress=progress
+        cfg,
+        sets["train"],
+        sets["val"],
+        resume=args.resume,
+        progress=batch_bar(args.quiet, leave=False),
     )
     print(f"wrote {weights} and {weights.with_suffix('.json')}")
     return 0

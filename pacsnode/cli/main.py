@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pacsnode import __version__
-from pacsnode.cli._args import add_run_arguments, int_at_least
+from pacsnode.cli._args import add_run_arguments, batch_bar, int_at_least, run_options
 from pacsnode.cli.admin import add_admin_commands
 from pacsnode.cli.identifier import add_identifier_commands
 from pacsnode.cli.region import add_orienter_command, add_region_commands
@@ -345,27 +345,16 @@ def _cmd_train_localiser(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         arch=args.arch,
         region_aware=args.region_aware,
-        out=args.out,
         region_weight=args.region_weight,
         width=args.width,
         depth=args.depth,
         size=args.size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        threads=args.threads,
-        device=args.device,
         data=data,
-        command="pacsnode " + " ".join(args.argv),
+        **run_options(args),
     )
-
-    def bar(total: int, desc: str):
-        return tqdm(
-            total=total, desc=desc, unit="batch", disable=args.quiet, file=sys.stderr, leave=False
-        )
-
-    result = train_localiser(cfg, train, val, resume=args.resume, progress=bar)
+    result = train_localiser(
+        cfg, train, val, resume=args.resume, progress=batch_bar(args.quiet, leave=False)
+    )
     print(
         f"wrote {result.weights} (best epoch {result.best_epoch}, validation Dice "
         f"{result.best_val_dice:.4f}, {result.seconds:.0f} s of training)"

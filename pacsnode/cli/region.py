@@ -4,12 +4,11 @@ at the localised spine region, trained on phantoms or on a folder of annotated f
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
+from pacsnode.cli._args import add_run_arguments, batch_bar, films_bar, int_at_least, run_options
 from pacsnode.cli.segmenter import TEST_SEED, TRAIN_SEED, VAL_SEED
 from pacsnode.errors import PacsnodeError
 
@@ -98,7 +97,6 @@ def annotated_films(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from pacsnode.training.region.data import RegionJitter, region_set
     from pacsnode.training.region.train import RegionConfig, train_region_network
@@ -120,28 +118,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         about[part]["samples"] = len(sets[part])
     cfg = RegionConfig(
         kind=args.kind,
-        out=args.out,
         width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        threads=args.threads,
-        device=args.device,
         data={
             **about,
             "frames_per_film": args.frames,
             "jitter": "frame centre 4 % of the box, 4 degrees, size 8 %; head end reversed "
             "in half the frames",
         },
-        command="pacsnode " + " ".join(args.argv),
+        **run_options(args),
     )
-
-    def progress(total: int, desc: str):
-        return tqdm(total=total, desc=desc, unit="batch", disable=args.quiet, file=sys.stderr)
-
     weights = train_region_network(
-        cfg, sets["train"], sets["val"], resume=args.resume, progress=progress
+        cfg, sets["train"], sets["val"], resume=args.resume, progress=batch_bar(args.quiet)
     )
     print(f"wrote {weights} and {weights.with_suffix('.json')}")
     return 0
@@ -175,15 +162,9 @@ def _cmd_train_orienter(args: argparse.Namespace) -> int:
         bar.close()
         about[part]["patches"] = len(sets[part])
     cfg = OrienterConfig(
-        out=args.out,
         width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        threads=args.threads,
         data={**about, "jitter": "as the segmenter's; turned and mirrored at random"},
-        command="pacsnode " + " ".join(args.argv),
+        **run_options(args),
     )
     weights = train_orienter(cfg, sets["train"], sets["val"], resume=args.resume)
     print(f"wrote {weights} and {weights.with_suffix('.json')}")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pacsnode.cli._args import add_run_arguments, films_bar, int_at_least
+from pacsnode.cli._args import add_run_arguments, batch_bar, films_bar, int_at_least, run_options
 from pacsnode.errors import PacsnodeError
 
 __all__ = ["add_segmenter_commands"]
@@ -160,30 +159,18 @@ def _train_on_folder(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, sets: dict[str, Any], data: dict[str, Any]) -> int:
-    from tqdm import tqdm
 
     from pacsnode.training.segmenter.train import SegmenterConfig, train_segmenter
 
     cfg = SegmenterConfig(
         shape_aware=args.shape_aware,
-        out=args.out,
         shape_weight=args.shape_weight,
         width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        threads=args.threads,
-        device=args.device,
         data=data,
-        command="pacsnode " + " ".join(args.argv),
+        **run_options(args),
     )
-
-    def progress(total: int, desc: str):
-        return tqdm(total=total, desc=desc, unit="batch", disable=args.quiet, file=sys.stderr)
-
     weights = train_segmenter(
-        cfg, sets["train"], sets["val"], resume=args.resume, progress=progress
+        cfg, sets["train"], sets["val"], resume=args.resume, progress=batch_bar(args.quiet)
     )
     print(f"wrote {weights} and {weights.with_suffix('.json')}")
     return 0
