@@ -53,7 +53,9 @@ vertebra lies: no gap is judged beside it. Annotated bodies of 200 training phan
 crushed ones included, are at least 0.71 of it."""
 
 
-def skipped_vertebrae(centres: ArrayLike, sizes: ArrayLike) -> list[int]:
+def skipped_vertebrae(
+    centres: ArrayLike, sizes: ArrayLike, reference: int | None = None
+) -> list[int]:
     """How many vertebrae the chain seems to have lost between each pair of neighbours.
 
     Parameters
@@ -62,12 +64,17 @@ def skipped_vertebrae(centres: ArrayLike, sizes: ArrayLike) -> list[int]:
         (N, 2) body centres, the chain sorted head first.
     sizes
         (N,) body sizes (the square root of the area), in the centres' units.
+    reference
+        Index of the reference vertebra, if any: no gap beside it is judged. C2's dens
+        and S1's wedge put its centre off a body's (on training outlines a lost C3 gave
+        gap ratios from 1.24, any other lost vertebra from 1.54), and a false step there
+        renames the whole chain.
 
     Returns
     -------
     N - 1 counts: 0 for a usual gap; for a gap ``r`` times the median gap (each gap over
     its neighbours' mean size), ``round(r) - 1`` (at least 1) when ``r >`` :data:`GAP_RATIO`
-    and neither neighbour is a :data:`FRAGMENT`.
+    and neither neighbour is a :data:`FRAGMENT` or the reference.
     Chains of fewer than four bodies have too few gaps to tell the usual one: all 0.
     """
     c = np.asarray(centres, np.float64).reshape(-1, 2)
@@ -84,9 +91,11 @@ def skipped_vertebrae(centres: ArrayLike, sizes: ArrayLike) -> list[int]:
         return [0] * (len(c) - 1)
     n = len(size)
     local = np.array([np.median(size[max(i - 2, 0) : i + 3]) for i in range(n)])
-    whole = size >= FRAGMENT * local
+    judged = size >= FRAGMENT * local  # the bodies beside which gaps are judged
+    if reference is not None:
+        judged[reference] = False
     return [
-        max(int(np.floor(r + 0.5)) - 1, 1) if r > GAP_RATIO and whole[i] and whole[i + 1] else 0
+        max(int(np.floor(r + 0.5)) - 1, 1) if r > GAP_RATIO and judged[i] and judged[i + 1] else 0
         for i, r in enumerate(gaps / usual)
     ]
 

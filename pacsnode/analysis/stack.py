@@ -190,16 +190,11 @@ class Stack:
         clock.lap("ensemble")
         frames = _body_frames([m.mask for m in merged], (c0, r0), down)
         reference = self._reference(work, frames)
-        skipped = skipped_vertebrae([f.centre for f in frames], [math.sqrt(m.area) for m in merged])
-        if reference is not None:
-            # The gap beside the reference is not judged: C2's dens and S1's wedge put its
-            # centre off a body's (on training outlines, a lost C3 gave gap ratios from
-            # 1.24, any other lost vertebra from 1.54), and a false step there renames
-            # the whole chain.
-            index = reference[0]
-            for gap in (index - 1, index):
-                if 0 <= gap < len(skipped):
-                    skipped[gap] = 0
+        skipped = skipped_vertebrae(
+            [f.centre for f in frames],
+            [math.sqrt(m.area) for m in merged],
+            reference=None if reference is None else reference[0],
+        )
         names = name_chain(len(merged), reference, skipped)
         clock.lap("identify")
         vertebrae = []
