@@ -23,7 +23,17 @@ from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.weights import load_weights, model_version
 from pacsnode.errors import ModelError
 
-__all__ = ["CLASSES", "CONTEXT", "KIND", "Identifier", "identifier_frame"]
+REFERENCE_THRESHOLD = 0.5
+"""Smallest reference probability for naming a chain, where the manifest sets none."""
+
+__all__ = [
+    "CLASSES",
+    "CONTEXT",
+    "KIND",
+    "REFERENCE_THRESHOLD",
+    "Identifier",
+    "identifier_frame",
+]
 
 KIND: Final = "identifier"
 
@@ -82,6 +92,11 @@ class Identifier:
         self.context = float(context)
         self.size = int(size)
         self.manifest = manifest or {}
+        # Temperature scaling (Guo et al. 2017), fitted on validation films: the
+        # probabilities the naming threshold is applied to.
+        calibration = self.manifest.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.threshold = float(calibration.get("threshold", REFERENCE_THRESHOLD))
 
     @classmethod
     def load(cls, path: Path | str, device: str | torch.device | None = "cpu") -> Identifier:
@@ -151,5 +166,5 @@ class Identifier:
             return np.zeros((0, len(CLASSES)), np.float32)
         x = torch.from_numpy(self.patches(film_image, frames))[:, None].to(self.device)
         with torch.inference_mode():
-            prob = self.network(x).softmax(dim=1)
+            prob = (self.network(x) / self.temperature).softmax(dim=1)
         return prob.float().cpu().numpy()

@@ -8,6 +8,7 @@ body the detector missed between L1 and L3 leaves the L1 above it named L1, not 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -23,6 +24,8 @@ __all__ = [
     "Named",
     "chain_labels",
     "name_chain",
+    "naming_doubt",
+    "references_for",
     "skipped_vertebrae",
 ]
 
@@ -176,3 +179,98 @@ def name_chain(
 def chain_labels(named: Sequence[Named]) -> list[str]:
     """The labels alone, for reports and tests."""
     return [entry.label for entry in named]
+
+
+# --------------------------------------------------------------------------------------------
+# Safe naming: what the header allows, and a named chain checked before its names are given
+
+
+_CERVICAL = ("CSPINE", "C-SPINE", "C SPINE", "CERVICAL", "NECK", "HWS", "DENS", "ODONTOID")
+_LUMBAR = (
+    "LSPINE", "L-SPINE", "L SPINE", "LUMBAR", "LUMBOSACRAL", "SSPINE", "SACRUM", "SACRAL",
+    "LWS", "COCCYX",
+)  # fmt: skip
+_THORACIC = ("TSPINE", "T-SPINE", "T SPINE", "THORACIC", "CHEST", "THORAX", "BWS", "RIBS")
+_WHOLE = ("WHOLESPINE", "WHOLE SPINE", "FULL SPINE", "SCOLIOSIS")
+
+
+def references_for(texts: Sequence[str | None]) -> frozenset[str]:
+    """The reference vertebrae a film may be named from, by what its header says.
+
+    Parameters
+    ----------
+    texts
+        Body Part Examined first, then Study Description, Series Description and Protocol
+        Name (any may be None). The first text that names a region decides: a cervical
+        film is named only from C2, a lumbar or sacral one only from S1, a thoracic or
+        chest film from neither (it shows neither end of the spine); a whole-spine film,
+        or a header that names no region, from either.
+    """
+    for text in texts:
+        if not text:
+            continue
+        t = " " + re.sub(r"[^A-Z0-9-]+", " ", str(text).upper()) + " "
+
+        def says(words: tuple[str, ...], t: str = t) -> bool:
+            # Whole words only: "CERVICAL SPINE" must not read as "L SPINE".
+            return any(f" {w} " in t for w in words)
+
+        found: set[str] = set()
+        if says(_WHOLE):
+            return frozenset(REFERENCES)
+        if says(_CERVICAL):
+            found.add("C2")
+        if says(_LUMBAR):
+            found.add("S1")
+        thoracic = says(_THORACIC)
+        if found or thoracic:
+            return frozenset(found)
+    return frozenset(REFERENCES)
+
+
+CERVICAL_MAX_MM: Final = 24.0
+"""Largest median body size (square root of the area, mm) of a chain named from C2.
+Adult cervical bodies are some 15 x 15 mm on a lateral film, lumbar ones 30 x 35 mm
+(anatomy, not a fit to the phantoms): a chain this large is not a neck."""
+
+LUMBAR_MIN_MM: Final = 20.0
+"""Smallest median body size (mm) of a chain named from S1."""
+
+
+def naming_doubt(
+    named: Sequence[Named],
+    reference: tuple[int, str, float] | None,
+    sizes_mm: Sequence[float] | None = None,
+) -> str | None:
+    """Why a named chain should not be trusted, or None when it holds together.
+
+    Checked: the reference is at its end of the chain (nothing above C2, which leaves no
+    body for a "C1"; nothing below S1); the walk did not run past the end of the spine;
+    and, when the film has a pixel spacing, the bodies have the size of the region the
+    reference belongs to (:data:`CERVICAL_MAX_MM`, :data:`LUMBAR_MIN_MM`).
+
+    Parameters
+    ----------
+    named
+        The chain's names, head first (:func:`name_chain`).
+    reference
+        ``(index, name, confidence)`` it was named from, or None.
+    sizes_mm
+        Each body's size (square root of its area) in mm, head first; None without spacing.
+    """
+    if reference is None:
+        return None
+    index, name, _ = reference
+    if name == "C2" and index != 0:
+        return f"{index} bodies above the vertebra taken for C2"
+    if name == "S1" and index != len(named) - 1:
+        return f"{len(named) - 1 - index} bodies below the vertebra taken for S1"
+    if any(not n.identified for n in named):
+        return "the chain runs past the end of the spine from the reference"
+    if sizes_mm is not None and len(sizes_mm) > 0:
+        median = float(np.median(np.asarray(sizes_mm, np.float64)))
+        if name == "C2" and median > CERVICAL_MAX_MM:
+            return f"bodies of {median:.0f} mm are too large for a cervical spine"
+        if name == "S1" and median < LUMBAR_MIN_MM:
+            return f"bodies of {median:.0f} mm are too small for a lumbar spine"
+    return None

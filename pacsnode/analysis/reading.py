@@ -76,11 +76,15 @@ class SpineReading:
     models
         Model name -> version of every network that contributed, for the results'
         algorithm identification.
+    abstention
+        Why the stack gave positions rather than names although it had a reference
+        (the named chain did not hold together); None otherwise.
     """
 
     vertebrae: tuple[Vertebra, ...]
     reference: str | None
     models: dict[str, str]
+    abstention: str | None = None
 
     @property
     def identified(self) -> bool:

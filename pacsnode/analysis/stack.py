@@ -23,11 +23,17 @@ from skimage import measure
 from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, Detection, TrainedUNet
 from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA, Ensembled, ensemble
 from pacsnode.analysis.findings import read_findings
-from pacsnode.analysis.identify import CLASSES, Identifier
+from pacsnode.analysis.identify import CLASSES, REFERENCE_THRESHOLD, Identifier
 from pacsnode.analysis.localise import Localisation, Localiser
 from pacsnode.analysis.lowres import largest_component
 from pacsnode.analysis.measure import BodyHeights, body_heights
-from pacsnode.analysis.naming import Named, name_chain, skipped_vertebrae
+from pacsnode.analysis.naming import (
+    REFERENCES,
+    Named,
+    name_chain,
+    naming_doubt,
+    skipped_vertebrae,
+)
 from pacsnode.analysis.orient import Orienter
 from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.reading import SpineReading, Vertebra
@@ -52,9 +58,6 @@ MODEL_FILES = {
     "orienter": "orienter.safetensors",
 }
 """The weight files of the stack in a models folder."""
-
-REFERENCE_THRESHOLD = 0.5
-"""Smallest identifier probability for naming the chain from a reference vertebra."""
 
 MIN_AREA = 30
 """Smallest vertebra mask kept, in working pixels (a body is some 2,000)."""
@@ -159,9 +162,22 @@ class Stack:
             "orienter": self.orienter.version,
         }
 
-    def read(self, image: NDArray[np.floating], *, trace: bool = False) -> StackResult:
+    def read(
+        self,
+        image: NDArray[np.floating],
+        *,
+        trace: bool = False,
+        references: frozenset[str] = frozenset(REFERENCES),
+        spacing_mm: float | None = None,
+    ) -> StackResult:
         """Run the stack on one film (rows, cols), bone bright in [0, 1]; with ``trace``,
-        keep each path's own masks too (slower: they are mapped to the film)."""
+        keep each path's own masks too (slower: they are mapped to the film).
+
+        ``references`` are the reference vertebrae the film may be named from (its
+        header's region, :func:`~pacsnode.analysis.naming.references_for`); ``spacing_mm``
+        the film's pixel spacing, when it has one, for checking the named bodies' size.
+        A named chain that fails :func:`~pacsnode.analysis.naming.naming_doubt` is given
+        positional labels instead: a wrong vertebra name is worse than none."""
         clock = _Clock()
         localisation = self.localiser.predict(image)
         clock.lap("localise")
@@ -189,13 +205,21 @@ class Stack:
         merged = [m for m in merged if m.area >= MIN_AREA]
         clock.lap("ensemble")
         frames = _body_frames([m.mask for m in merged], (c0, r0), down)
-        reference = self._reference(work, frames)
+        reference = self._reference(work, frames, references)
         skipped = skipped_vertebrae(
             [f.centre for f in frames],
             [math.sqrt(m.area) for m in merged],
             reference=None if reference is None else reference[0],
         )
         names = name_chain(len(merged), reference, skipped)
+        sizes_mm = (
+            None
+            if spacing_mm is None
+            else [math.sqrt(m.area) * factor * spacing_mm for m in merged]
+        )
+        doubt = naming_doubt(names, reference, sizes_mm)
+        if doubt is not None:
+            names = name_chain(len(merged), None)
         clock.lap("identify")
         vertebrae = []
         for entry, named in zip(merged, names, strict=True):
@@ -203,7 +227,12 @@ class Stack:
             vertebrae.append(_measure(part, image.shape, entry, named, down, front))
         vertebrae = _graded(vertebrae)
         clock.lap("measure")
-        reading = SpineReading(tuple(vertebrae), reference[1] if reference else None, self.versions)
+        reading = SpineReading(
+            tuple(vertebrae),
+            reference[1] if reference and doubt is None else None,
+            self.versions,
+            abstention=doubt,
+        )
         paths = None
         if trace:
             paths = {
@@ -255,7 +284,10 @@ class Stack:
         return masks
 
     def _reference(
-        self, work: NDArray[np.float32], frames: Sequence[PatchFrame]
+        self,
+        work: NDArray[np.float32],
+        frames: Sequence[PatchFrame],
+        allowed: frozenset[str] = frozenset(REFERENCES),
     ) -> tuple[int, str, float] | None:
         """The reference vertebra of the chain (sorted head first): (index, name,
         probability), or None when no vertebra is C2 or S1 with probability at least
@@ -264,14 +296,14 @@ class Stack:
         As VertXNet reads them, C2 is the top of a cervical film and S1 the bottom of a
         lumbar one: the topmost C2 candidate and the lowest S1 candidate are taken (a
         lordotic L5 can look like S1 too, a C3 like C2), and of the two the more
-        probable."""
+        probable. Only ``allowed`` references are considered."""
         if not frames:
             return None
         prob = self.identifier.probabilities(work, frames)
         candidates = []
         for k, name in enumerate(CLASSES):
-            hits = np.flatnonzero(prob[:, k] >= REFERENCE_THRESHOLD)
-            if name == "other" or hits.size == 0:
+            hits = np.flatnonzero(prob[:, k] >= self.identifier.threshold)
+            if name == "other" or name not in allowed or hits.size == 0:
                 continue
             index = int(hits[0] if name == "C2" else hits[-1])
             candidates.append((float(prob[index, k]), index, name))

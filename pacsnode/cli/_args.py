@@ -8,7 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_run_arguments", "batch_bar", "films_bar", "int_at_least", "run_options"]
+__all__ = [
+    "add_run_arguments",
+    "batch_bar",
+    "films_bar",
+    "int_at_least",
+    "run_options",
+    "training_appearance",
+]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -24,6 +31,25 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def training_appearance(text: str) -> str:
+    """An argparse type: an appearance phantoms may be trained, validated or tuned on."""
+    from pacsnode.training.phantom.appearance import (
+        HELD_OUT_FAMILIES,
+        RANDOMISED,
+        TRAINING_FAMILIES,
+    )
+
+    if text in HELD_OUT_FAMILIES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is held out for the out-of-family test tier: never train or tune on it"
+        )
+    if text != RANDOMISED and text not in TRAINING_FAMILIES:
+        raise argparse.ArgumentTypeError(
+            f"unknown appearance {text!r}; expected {RANDOMISED!r} or one of {TRAINING_FAMILIES}"
+        )
+    return text
 
 
 def add_run_arguments(
@@ -49,6 +75,15 @@ def add_run_arguments(
     if device is not None:
         choices = "auto, cpu or cuda[:N]" if device == "auto" else "cpu or cuda[:N]"
         parser.add_argument("--device", default=device, help=choices)
+    parser.add_argument(
+        "--appearance",
+        type=training_appearance,
+        default="randomised",
+        help=(
+            "phantom appearance: 'randomised' (default: one training family per film), "
+            "'classic' or one training family; the held-out families are refused"
+        ),
+    )
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -135,7 +135,12 @@ def _training_sets(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
             seed, n = (
                 (args.train_seed, args.n_train) if part == "train" else (args.val_seed, args.n_val)
             )
-            about: dict[str, Any] = {"source": "phantoms", "seed": seed, "films": n}
+            about: dict[str, Any] = {
+                "source": "phantoms",
+                "seed": seed,
+                "films": n,
+                "appearance": args.appearance,
+            }
             bar, step = films_bar(n, f"{part} patches", args.quiet)
             sets[part] = identifier_patches(
                 seed,
@@ -144,6 +149,7 @@ def _training_sets(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                 jitter=Jitter(),
                 context=args.context,
                 progress=step,
+                appearance=args.appearance,
             )
         else:
             films, about, _ = annotated_films(args, part)

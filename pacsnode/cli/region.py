@@ -84,10 +84,20 @@ def annotated_films(
 
         def phantoms() -> Iterator[Any]:
             for index in range(n):
-                yield phantom_film(make_phantom(seed, index, size_px=args.render_px))
+                yield phantom_film(
+                    make_phantom(seed, index, size_px=args.render_px, appearance=look)
+                )
 
-        about = {"source": "phantoms", "seed": seed, "films": n, "render_px": args.render_px}
-        return phantoms, about, f"phantoms-s{seed}-n{n}-r{args.render_px}"
+        look = getattr(args, "appearance", "classic")
+        about = {
+            "source": "phantoms",
+            "seed": seed,
+            "films": n,
+            "render_px": args.render_px,
+            "appearance": look,
+        }
+        suffix = "" if look == "classic" else f"-{look}"
+        return phantoms, about, f"phantoms-s{seed}-n{n}-r{args.render_px}{suffix}"
     folder = Path(args.data) if part == "train" else args.val_data
     if folder is None:
         raise PacsnodeError("--data DIR needs --val-data DIR: a folder of validation films")

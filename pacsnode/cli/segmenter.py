@@ -98,7 +98,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ):
         bar, step = films_bar(n, f"{name} patches", args.quiet)
         sets[name] = phantom_patches(
-            seed, n, render_px=args.render_px, jitter=Jitter(), progress=step
+            seed,
+            n,
+            render_px=args.render_px,
+            jitter=Jitter(),
+            progress=step,
+            appearance=args.appearance,
         )
         bar.close()
     return _train(
@@ -134,10 +139,14 @@ def _train_on_outline_frames(args: argparse.Namespace) -> int:
         ("val", args.val_seed, args.n_val),
     ):
         bar, step = films_bar(n, f"{name} patches", args.quiet)
-        films = (phantom_film(make_phantom(seed, i, size_px=args.render_px)) for i in range(n))
+        films = (
+            phantom_film(make_phantom(seed, i, size_px=args.render_px, appearance=args.appearance))
+            for i in range(n)
+        )
         sets[name] = folder_patches(list(films), jitter=Jitter(), seed=seed, progress=step)
         bar.close()
         data[name] = {"seed": seed, "films": n, "patches": len(sets[name])}
+    data["appearance"] = args.appearance
     data["render_px"] = args.render_px
     data["jitter"] = "centre 8 % of the body, axis 6 degrees, size 8 % (standard deviations)"
     return _train(args, sets, data)

@@ -47,6 +47,20 @@ def add_stack_commands(model_parser: Callable[..., argparse.ArgumentParser]) -> 
     ev.add_argument(
         "--workers", type=int_at_least(1), default=1, help="processes rendering phantoms (1)"
     )
+    ev.add_argument(
+        "--appearance",
+        default="randomised,scanned",
+        help=(
+            "comma-separated phantom tiers, reported side by side: 'randomised' (the "
+            "training families, in family), 'classic', a single family, or a held-out "
+            "family such as 'scanned' (out of family). Default: randomised,scanned"
+        ),
+    )
+    ev.add_argument(
+        "--no-header",
+        action="store_true",
+        help="ignore the films' Body Part Examined (as for exported pictures without one)",
+    )
     ev.add_argument("--out", type=Path, required=True, help="output prefix")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
@@ -70,15 +84,19 @@ def data_seeds(manifest: dict[str, Any]) -> set[int]:
     return seeds
 
 
-def _films(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[Any]]]:
+def _films(
+    args: argparse.Namespace, appearance: str = "classic"
+) -> tuple[int, Callable[[], Iterator[Any]]]:
+    """How many films, and a factory of (film, region, truth, header references)."""
     from pacsnode.training.annotations import read_folder
 
     if args.data != "phantoms":
         films = read_folder(Path(args.data))
-        return len(films), lambda: ((f, None) for f in films)
+        return len(films), lambda: ((f, None, None, None) for f in films)
 
     jobs = [
-        (args.test_seed, i, args.render_px) for i in range(args.start, args.start + args.n_test)
+        (args.test_seed, i, args.render_px, appearance, args.no_header)
+        for i in range(args.start, args.start + args.n_test)
     ]
 
     def phantoms() -> Iterator[Any]:
@@ -91,14 +109,21 @@ def _films(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[Any]]]:
     return args.n_test, phantoms
 
 
-def _render(job: tuple[int, int, int | None]) -> tuple[Any, str]:
-    """One test phantom as an annotated film, and its region (in a worker process)."""
+def _render(
+    job: tuple[int, int, int | None, str, bool],
+) -> tuple[Any, str, dict[str, Any], frozenset[str] | None]:
+    """One test phantom as an annotated film, its region, its truth and the references its
+    DICOM header's Body Part Examined allows (in a worker process)."""
+    from pacsnode.analysis.naming import references_for
     from pacsnode.training.annotations import phantom_film
     from pacsnode.training.phantom import make_phantom
+    from pacsnode.training.phantom.dicom import body_part_examined
 
-    seed, index, render_px = job
-    phantom = make_phantom(seed, index, size_px=render_px)
-    return phantom_film(phantom), phantom.scene.region
+    seed, index, render_px, appearance, no_header = job
+    phantom = make_phantom(seed, index, size_px=render_px, appearance=appearance)
+    region = phantom.scene.region
+    references = None if no_header else references_for([body_part_examined(region)])
+    return phantom_film(phantom), region, phantom.truth, references
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -123,13 +148,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 raise PacsnodeError(
                     f"the {name} was trained or validated on seed {args.test_seed}: not a test set"
                 )
-    count, films = _films(args)
-    scores = []
-    with tqdm(total=count, unit="film", disable=args.quiet, file=sys.stderr) as bar:
-        for film, region in films():
-            scores.append(score_film(stack, film, region))
-            bar.update(1)
-    table = summarise(scores)
+    tiers = [t.strip() for t in args.appearance.split(",") if t.strip()]
+    if args.data != "phantoms":
+        tiers = ["folder"]
+    else:
+        from pacsnode.training.phantom.appearance import ALL_FAMILIES, RANDOMISED
+
+        unknown = [t for t in tiers if t != RANDOMISED and t not in ALL_FAMILIES]
+        if unknown or not tiers:
+            raise PacsnodeError(
+                f"unknown appearance {unknown or args.appearance!r}; expected "
+                f"{RANDOMISED!r} or families of {ALL_FAMILIES}"
+            )
+    results: dict[str, Any] = {}
+    for tier in tiers:
+        count, films = _films(args, tier)
+        scores = []
+        with tqdm(total=count, unit="film", desc=tier, disable=args.quiet, file=sys.stderr) as bar:
+            for film, region, truth, references in films():
+                scores.append(score_film(stack, film, region, truth=truth, references=references))
+                bar.update(1)
+        results[tier] = summarise(scores)
+    table: dict[str, Any] = {"tiers": results}
     table["data"] = (
         {
             "source": "phantoms",
@@ -137,6 +177,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "films": count,
             "start": args.start,
             "render": f"{args.render_px} px long side" if args.render_px else "detector pitch",
+            "header_prior": not args.no_header,
+            "tiers": _tier_notes(tiers),
         }
         if args.data == "phantoms"
         else {"source": args.data, "films": count}
@@ -150,8 +192,71 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tier_notes(tiers: list[str]) -> dict[str, str]:
+    from pacsnode.training.phantom.appearance import HELD_OUT_FAMILIES, RANDOMISED
+
+    notes = {}
+    for t in tiers:
+        if t in HELD_OUT_FAMILIES:
+            notes[t] = "out of family: never used for training, validation or tuning"
+        elif t == RANDOMISED:
+            notes[t] = "in family: one training family drawn per film"
+        else:
+            notes[t] = "in family: a training family"
+    return notes
+
+
 def markdown_report(table: dict[str, Any]) -> str:
-    """The summary as Markdown tables."""
+    """The tiers side by side, then each tier's own tables."""
+    tiers = table["tiers"]
+    lines = [
+        f"# Whole stack on held-out films ({table['data']})",
+        "",
+        "Naming: identification is right names over matched vertebrae (unnamed count as "
+        "not identified); the wrong-name rate is wrong names over all names given. Region: "
+        "spine region sensitivity and specificity on the film's pixels, mean over films. "
+        "False fracture calls: Genant >= 2 called on matched normal vertebrae.",
+        "",
+        "| tier | films | recall | precision | Dice | identification (C+L) | wrong-name rate "
+        "(C+L) | names given (C+L) | region sensitivity | region specificity | false "
+        "Genant >= 2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in tiers.items():
+        n = t["naming"]["cervical_and_lumbar"]
+        r = t["region"]
+        f = t["fractures"]
+        lines.append(
+            f"| {name} | {t['films']} | {t['recall']:.3f} | {t['precision']:.3f} | "
+            f"{t['dice']['mean']:.3f} | {n['identification']:.3f} | {n['wrong_name_rate']:.3f} "
+            f"({n['wrong_names']}/{n['named']}) | {n['named']}/{n['matched']} | "
+            f"{r['sensitivity']['mean']:.3f} | {r['specificity']['mean']:.3f} | "
+            f"{f['false_grade2plus_rate']:.3f} ({f['false_grade2plus']}/{f['normal_measured']}) |"
+        )
+    lines.append("")
+    lines.append(
+        "| tier | region | films | recall | precision | Dice | identification | "
+        "wrong-name rate | films named | films abstained |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for name, t in tiers.items():
+        for region, r in t["by_region"].items():
+            n = t["naming"].get(region, {})
+            lines.append(
+                f"| {name} | {region} | {r['films']} | {r['recall']:.3f} | "
+                f"{r['precision']:.3f} | {r['dice']:.3f} | {n.get('identification', 0):.3f} | "
+                f"{n.get('wrong_name_rate', 0):.3f} ({n.get('wrong_names', 0)}/"
+                f"{n.get('named', 0)}) | {n.get('films_named', 0)} | "
+                f"{n.get('films_abstained', 0)} |"
+            )
+    for name, t in tiers.items():
+        lines += ["", f"## Tier {name}", ""]
+        lines.append(_tier_report(dict(t, data=table["data"])))
+    return "\n".join(lines)
+
+
+def _tier_report(table: dict[str, Any]) -> str:
+    """One tier's tables."""
     data = table["data"]
     lines = [
         f"# Whole stack on {table['films']} held-out films ({data})",

@@ -26,6 +26,7 @@ from pacsnode.analysis.orient import CONTEXT, KIND, OUTPUTS, orienter_frame
 from pacsnode.analysis.patches import normalise_patch
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
 from pacsnode.training.annotations import AnnotatedFilm
+from pacsnode.training.augment import augment_appearance
 from pacsnode.training.checkpoints import save_checkpoint, save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.region.data import FRONT_FIRST_SOURCES, vertebra_geometry
@@ -183,6 +184,7 @@ def train_orienter(
             front = torch.where(mirror & (front >= 0), 1.0 - front, front)
             gain = torch.exp(torch.randn(len(idx), 1, 1, generator=gen) * 0.15)
             x = x * gain + torch.randn(x.shape, generator=gen) * 0.05
+            x, _ = augment_appearance(x, gen)
             loss = _terms(net(x[:, None]), heads[idx], front)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -128,6 +128,12 @@ class FilmScore:
     """Path -> true label -> Dice of the path's best mask for that vertebra (0 if none)."""
     reference: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    region_overlap: tuple[int, int, int, int] | None = None
+    """Localised spine region against the true one, film pixels: (true positives, false
+    positives, false negatives, true negatives); None without a true region."""
+    grades: list[tuple[int, int | None]] = field(default_factory=list)
+    """Per matched vertebra with a true Genant grade: (true grade, called grade or None)."""
+    abstention: str | None = None
 
 
 def _best_dice(masks: Sequence[_Crop | None], truth: _Crop) -> float:
@@ -140,9 +146,24 @@ def _best_dice(masks: Sequence[_Crop | None], truth: _Crop) -> float:
     return best
 
 
-def score_film(stack: Stack, film: AnnotatedFilm, region: str | None = None) -> FilmScore:
-    """Run the stack on one annotated film and score it."""
-    result = stack.read(film.image, trace=True)
+def score_film(
+    stack: Stack,
+    film: AnnotatedFilm,
+    region: str | None = None,
+    *,
+    truth: dict[str, Any] | None = None,
+    references: frozenset[str] | None = None,
+) -> FilmScore:
+    """Run the stack on one annotated film and score it.
+
+    ``truth`` is the phantom's ground truth, when there is one: it adds the spine region
+    and the Genant grades to the score. ``references`` are the reference vertebrae the
+    film's header allows (default: both, as for a film whose header names no region)."""
+    ground = truth  # the name ``truth`` holds the true masks below
+    kwargs: dict[str, Any] = {"spacing_mm": film.spacing_mm}
+    if references is not None:
+        kwargs["references"] = references
+    result = stack.read(film.image, trace=True, **kwargs)
     shape = film.image.shape
     truth = [_Crop.of(polygon_mask(np.asarray(v.outline), shape)) for v in film.vertebrae]
     reading = result.reading
@@ -150,9 +171,30 @@ def score_film(stack: Stack, film: AnnotatedFilm, region: str | None = None) -> 
     found = match_masks(predicted, truth)
     score = FilmScore(film.case_id, region, found.truth, found, seconds=result.seconds)
     score.reference = reading.reference if reading else None
+    score.abstention = reading.abstention if reading else None
     for i, j, _, _ in found.pairs:
         v = reading.vertebrae[i]  # type: ignore[union-attr]
         score.labels.append((film.vertebrae[j].label, v.label, v.identified))
+    if ground is not None:
+        from pacsnode.training.localiser.data import spine_region_mask
+
+        true_region = spine_region_mask(ground, shape)
+        found_region = result.localisation.mask
+        score.region_overlap = (
+            int((found_region & true_region).sum()),
+            int((found_region & ~true_region).sum()),
+            int((~found_region & true_region).sum()),
+            int((~found_region & ~true_region).sum()),
+        )
+        by_label = {v["label"]: v for v in ground.get("vertebrae", [])}
+        for i, j, _, _ in found.pairs:
+            true_v = by_label.get(str(film.vertebrae[j].label))
+            if true_v is None:
+                continue
+            finding = reading.vertebrae[i].finding  # type: ignore[union-attr]
+            score.grades.append(
+                (int(true_v["genant_grade"]), None if finding is None else int(finding.grade))
+            )
     paths = dict(result.paths or {"semantic": [], "instance": []})
     paths["ensemble"] = predicted
     for name, full in paths.items():
@@ -225,6 +267,9 @@ def summarise(scores: Iterable[FilmScore]) -> dict[str, Any]:
     return {
         "films": len(scores),
         "vertebrae": truth,
+        "naming": naming_figures(scores),
+        "region": region_figures(scores),
+        "fractures": fracture_figures(scores),
         "recall": tp / max(truth, 1),
         "precision": tp / max(predicted, 1),
         "dice": _mean_sd(dices),
@@ -237,6 +282,66 @@ def summarise(scores: Iterable[FilmScore]) -> dict[str, Any]:
         "by_region": per_region,
         "paths": paths,
         "stage_seconds_median": {k: float(np.median(v)) for k, v in stages.items()},
+    }
+
+
+def naming_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
+    """How the matched vertebrae were named, by region and over cervical and lumbar films.
+
+    ``wrong_name_rate`` is the share of the anatomical names given that are wrong (named
+    vertebrae whose name is not their true label, over all named vertebrae), apart from
+    ``identification`` (right names over all matched vertebrae, unnamed ones counting as
+    not identified)."""
+
+    def figures(part: Sequence[FilmScore]) -> dict[str, Any]:
+        labels = [(t, g, named) for s in part for t, g, named in s.labels if t is not None]
+        given = [(t, g) for t, g, named in labels if named]
+        wrong = sum(t != g for t, g in given)
+        return {
+            "films": len(part),
+            "matched": len(labels),
+            "named": len(given),
+            "wrong_names": wrong,
+            "identification": sum(t == g and named for t, g, named in labels) / max(len(labels), 1),
+            "wrong_name_rate": wrong / len(given) if given else 0.0,
+            "films_named": sum(s.reference is not None for s in part),
+            "films_abstained": sum(s.abstention is not None for s in part),
+        }
+
+    out = {
+        "cervical_and_lumbar": figures([s for s in scores if s.region in ("cervical", "lumbar")])
+    }
+    for region in sorted({s.region for s in scores if s.region}):
+        out[region] = figures([s for s in scores if s.region == region])
+    return out
+
+
+def region_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
+    """Spine region sensitivity and specificity on the film's pixels, mean over films (as
+    the localisation paper reports them), where the films carry a true region."""
+    sens, spec = [], []
+    for s in scores:
+        if s.region_overlap is None:
+            continue
+        tp, fp, fn, tn = s.region_overlap
+        sens.append(tp / max(tp + fn, 1))
+        spec.append(tn / max(tn + fp, 1))
+    return {"films": len(sens), "sensitivity": _mean_sd(sens), "specificity": _mean_sd(spec)}
+
+
+def fracture_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
+    """False moderate or severe fracture calls: Genant >= 2 called on a vertebra whose
+    true grade is 0, over the matched normal vertebrae that were measured; and the
+    sensitivity for true grade >= 2."""
+    pairs = [p for s in scores for p in s.grades]
+    normal = [called for true, called in pairs if true == 0 and called is not None]
+    severe = [called for true, called in pairs if true >= 2 and called is not None]
+    return {
+        "normal_measured": len(normal),
+        "false_grade2plus": sum(c >= 2 for c in normal),
+        "false_grade2plus_rate": sum(c >= 2 for c in normal) / max(len(normal), 1),
+        "grade2plus_measured": len(severe),
+        "grade2plus_sensitivity": sum(c >= 2 for c in severe) / max(len(severe), 1),
     }
 
 

@@ -11,16 +11,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA
 from pacsnode.durable import write_durably
 from pacsnode.errors import ExportError, ImageReadError, ReadFailure
 from pacsnode.export.identity import AlgorithmInfo
-from pacsnode.imaging.reader import read_film
+from pacsnode.imaging.reader import Film, read_film
 
 if TYPE_CHECKING:
     from pacsnode.analysis.reading import SpineReading
@@ -142,7 +143,7 @@ class Analyst:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         except InvalidDicomError as exc:  # the reader accepted it, so this is unexpected
             raise ImageReadError(ReadFailure.NOT_DICOM, str(exc)) from exc
-        result = self.stack.read(film.image)
+        result = self.stack.read(film.image, **reading_hints(header, film))
         found, reading = result.localisation, result.reading
         if not found.found or reading is None:
             return Analysis(
@@ -190,3 +191,23 @@ def describe(reading: SpineReading) -> str:
 def is_permanent(error: BaseException) -> bool:
     """Whether a failed analysis would fail the same way every time."""
     return isinstance(error, ImageReadError | ExportError)
+
+
+def reading_hints(header: Dataset, film: Film) -> dict[str, Any]:
+    """What the film's header tells the stack: the reference vertebrae its region allows
+    (Body Part Examined, then the study, series and protocol descriptions) and its pixel
+    spacing in mm, when it has a square one."""
+    from pacsnode.analysis.naming import references_for
+
+    texts = [
+        header.get(keyword)
+        for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
+    ]
+    spacing = film.spacing
+    spacing_mm = None
+    if spacing.row_mm and spacing.col_mm and abs(spacing.row_mm - spacing.col_mm) < 1e-6:
+        spacing_mm = float(spacing.row_mm)
+    return {
+        "references": references_for([None if t is None else str(t) for t in texts]),
+        "spacing_mm": spacing_mm,
+    }

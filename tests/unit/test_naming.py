@@ -76,3 +76,61 @@ def test_no_gap_is_judged_beside_a_fragment() -> None:
     centres = [(0, -6), (0, 12), (0, 24), (0, 36), (0, 48)]
     assert skipped_vertebrae(centres, [4, 10, 10, 10, 10]) == [0, 0, 0, 0]
     assert skipped_vertebrae(centres, [10, 10, 10, 10, 10]) == [1, 0, 0, 0]
+
+
+# --- safe naming ---------------------------------------------------------------------------
+
+from pacsnode.analysis.naming import naming_doubt, references_for  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (["CSPINE", None, None, None], {"C2"}),
+        (["LSPINE"], {"S1"}),
+        (["SSPINE"], {"S1"}),
+        (["CHEST"], set()),
+        (["TSPINE"], set()),
+        (["SPINE", "XR WHOLE SPINE LATERAL"], {"C2", "S1"}),
+        ([None, "XR CERVICAL SPINE LATERAL"], {"C2"}),
+        ([None, None, "Lat LWS", None], {"S1"}),
+        ([None, "", None, None], {"C2", "S1"}),
+        (["HAND"], {"C2", "S1"}),
+        (["WHOLESPINE"], {"C2", "S1"}),
+    ],
+)
+def test_references_follow_the_header(texts, expected) -> None:
+    assert references_for(texts) == frozenset(expected)
+
+
+def test_body_part_examined_decides_before_the_descriptions() -> None:
+    assert references_for(["LSPINE", "XR CERVICAL SPINE"]) == frozenset({"S1"})
+
+
+def test_a_chain_with_bodies_above_c2_is_doubted() -> None:
+    named = name_chain(5, (1, "C2", 0.9))
+    assert "above" in naming_doubt(named, (1, "C2", 0.9))
+
+
+def test_a_chain_with_bodies_below_s1_is_doubted() -> None:
+    named = name_chain(5, (2, "S1", 0.9))
+    assert "below" in naming_doubt(named, (2, "S1", 0.9))
+
+
+def test_a_chain_running_past_the_spine_is_doubted() -> None:
+    named = name_chain(26, (25, "S1", 0.9))
+    assert "past the end" in naming_doubt(named, (25, "S1", 0.9))
+
+
+def test_body_size_must_fit_the_reference_region() -> None:
+    neck = name_chain(6, (0, "C2", 0.9))
+    assert naming_doubt(neck, (0, "C2", 0.9), [15.0] * 6) is None
+    assert "too large" in naming_doubt(neck, (0, "C2", 0.9), [32.0] * 6)
+    assert naming_doubt(neck, (0, "C2", 0.9), None) is None  # no spacing: not judged
+    low_back = name_chain(6, (5, "S1", 0.9))
+    assert naming_doubt(low_back, (5, "S1", 0.9), [30.0] * 6) is None
+    assert "too small" in naming_doubt(low_back, (5, "S1", 0.9), [14.0] * 6)
+
+
+def test_no_reference_no_doubt() -> None:
+    assert naming_doubt(name_chain(4, None), None, [15.0] * 4) is None

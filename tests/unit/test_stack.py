@@ -59,6 +59,7 @@ class _Oracle:
 
     def __init__(self, table: np.ndarray) -> None:
         self.table = table
+        self.threshold = REFERENCE_THRESHOLD
 
     def probabilities(self, _image, frames):
         return self.table[: len(frames)]
@@ -231,8 +232,33 @@ def test_evaluate_stack_writes_its_report(tmp_path) -> None:
     out = tmp_path / "eval"
     args = ["evaluate", "stack", "--n-test", "2", "--render-px", "600", "--test-seed", "9001"]
     assert main([*args, "--out", str(out), "--quiet"]) == 0
-    table = json.loads(out.with_suffix(".json").read_text())
-    assert table["films"] == 2 and table["data"]["seed"] == 9001
-    assert set(table["paths"]) == {"semantic", "instance", "ensemble"}
-    assert 0.0 <= table["recall"] <= 1.0 and table["vertebrae"] > 0
-    assert "Semantic against instance against ensemble" in out.with_suffix(".md").read_text()
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["data"]["seed"] == 9001
+    # In family and out of family, side by side.
+    assert set(report["tiers"]) == {"randomised", "scanned"}
+    assert "out of family" in report["data"]["tiers"]["scanned"]
+    for table in report["tiers"].values():
+        assert table["films"] == 2
+        assert set(table["paths"]) == {"semantic", "instance", "ensemble"}
+        assert 0.0 <= table["recall"] <= 1.0 and table["vertebrae"] > 0
+        naming = table["naming"]["cervical_and_lumbar"]
+        assert 0.0 <= naming["wrong_name_rate"] <= 1.0
+        assert naming["named"] <= naming["matched"]
+        assert 0.0 <= table["region"]["sensitivity"]["mean"] <= 1.0
+        assert "false_grade2plus_rate" in table["fractures"]
+    md = out.with_suffix(".md").read_text()
+    assert "Semantic against instance against ensemble" in md
+    assert "wrong-name rate" in md
+
+
+def test_only_the_references_the_header_allows_are_taken() -> None:
+    # A cervical header: an S1-looking body is never the reference.
+    table = np.array([[0.1, 0.6, 0.3], [1.0, 0.0, 0.0], [0.02, 0.0, 0.98]])
+    stack = _stack(_Oracle(table))
+    assert stack._reference(None, _frames(3)) == (2, "S1", pytest.approx(0.98))
+    assert stack._reference(None, _frames(3), frozenset({"C2"})) == (
+        0,
+        "C2",
+        pytest.approx(0.6),
+    )
+    assert stack._reference(None, _frames(3), frozenset()) is None

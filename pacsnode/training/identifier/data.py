@@ -131,6 +131,7 @@ def identifier_patches(
     frames: str = "corners",
     beyond: bool = False,
     progress: Any = None,
+    appearance: str = "classic",
 ) -> IdentifierSet:
     """The identifier patches of phantom cases ``start`` … ``start + n - 1`` of set ``seed``.
 
@@ -143,7 +144,8 @@ def identifier_patches(
     """
     if frames == "outline":
         phantoms = (
-            make_phantom(seed, i, region, size_px=render_px) for i in range(start, start + n)
+            make_phantom(seed, i, region, size_px=render_px, appearance=appearance)
+            for i in range(start, start + n)
         )
         return film_patches(
             ((phantom_film(p), p.scene.region) for p in phantoms),
@@ -161,7 +163,7 @@ def identifier_patches(
         raise ValueError("frames one vertebra beyond a reference need outline frames")
     builder = _Builder(size)
     for index in range(start, start + n):
-        phantom = make_phantom(seed, index, region, size_px=render_px)
+        phantom = make_phantom(seed, index, region, size_px=render_px, appearance=appearance)
         film = phantom.radiograph.display
         builder.regions.append(phantom.scene.region)
         rng = None if jitter is None else np.random.default_rng([seed, index, 11])
@@ -188,6 +190,7 @@ def film_patches(
     reverse: bool = True,
     beyond: bool = False,
     progress: Any = None,
+    appearance: str = "classic",
 ) -> IdentifierSet:
     """The identifier patches of annotated films, each given with its region (None: from
     its labels, :func:`region_of`).

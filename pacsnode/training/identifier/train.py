@@ -28,6 +28,7 @@ from pacsnode.analysis.networks import parameter_count
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PATCH_MARGIN
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.augment import augment_appearance
 from pacsnode.training.checkpoints import save_checkpoint, save_weights, seed_run, start_run
 from pacsnode.training.identifier.data import IdentifierSet
 from pacsnode.training.identifier.evaluate import predict_probabilities, score_identifier
@@ -101,7 +102,8 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = torch.where(flip[:, None, None], x.flip(-1), x)
     gain = torch.exp(torch.randn(x.shape[0], 1, 1, generator=gen) * 0.15)
     noise = torch.randn(x.shape, generator=gen) * 0.05
-    return x * gain + noise
+    x, _ = augment_appearance(x * gain + noise, gen)
+    return x
 
 
 def _validate(net: torch.nn.Module, val: IdentifierSet, device: torch.device) -> dict[str, Any]:

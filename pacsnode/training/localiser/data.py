@@ -108,11 +108,11 @@ def _cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "pacsnode"
 
 
-def _phantom_lowres(job: tuple[int, int, str, int, int]) -> tuple[NDArray, NDArray, str]:
+def _phantom_lowres(job: tuple[int, int, str, int, int, str]) -> tuple[NDArray, NDArray, str]:
     from pacsnode.training.phantom.generate import make_phantom
 
-    seed, index, region, render_px, size = job
-    ph = make_phantom(seed, index, region, size_px=render_px)
+    seed, index, region, render_px, size, appearance = job
+    ph = make_phantom(seed, index, region, size_px=render_px, appearance=appearance)
     image = ph.radiograph.display
     frame = SquareFrame(*image.shape, size)
     mask = spine_region_mask(ph.truth, image.shape)
@@ -129,17 +129,21 @@ def phantom_set(
     render_px: int = 320,
     workers: int = 1,
     cache: bool = True,
+    appearance: str = "classic",
     progress: Callable[[Iterator[Any], int], Iterator[Any]] | None = None,
 ) -> LowresSet:
     """Phantoms ``seed``-0 .. ``seed``-(n-1) rendered with their longest side at ``render_px``
     pixels and brought to ``size`` x ``size``. Cached under ``$PACSNODE_CACHE`` (default
     ``~/.cache/pacsnode``) so that the six variants of an experiment share one rendering."""
-    name = f"localiser-phantoms-v{CACHE_VERSION}-s{seed}-n{n}-{region}-r{render_px}-x{size}.npz"
+    look = "" if appearance == "classic" else f"-{appearance}"
+    name = (
+        f"localiser-phantoms-v{CACHE_VERSION}-s{seed}-n{n}-{region}-r{render_px}-x{size}{look}.npz"
+    )
     path = _cache_dir() / name
     if cache and path.exists():
         with np.load(path) as z:
             return LowresSet(z["images"], z["masks"], tuple(z["names"].tolist()), f"cache {path}")
-    jobs = [(seed, i, region, render_px, size) for i in range(n)]
+    jobs = [(seed, i, region, render_px, size, appearance) for i in range(n)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results: Iterator[Any] = pool.map(_phantom_lowres, jobs, chunksize=8)
@@ -156,7 +160,7 @@ def phantom_set(
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, images=images, masks=masks, names=np.array(names))
         tmp.replace(path)
-    return LowresSet(images, masks, names, f"phantoms seed {seed} n {n} ({region})")
+    return LowresSet(images, masks, names, f"phantoms seed {seed} n {n} ({region}, {appearance})")
 
 
 def film_pairs(directory: Path) -> list[tuple[Path, Path]]:

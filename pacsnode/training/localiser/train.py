@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pacsnode.analysis.localise import KIND, pick_device
 from pacsnode.analysis.networks import PAPER_SIZES, build_network, parameter_count
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.augment import augment_appearance
 from pacsnode.training.checkpoints import save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError, LowresSet
 from pacsnode.training.loop import EpochLoop, run_epochs
@@ -173,6 +174,7 @@ def train_localiser(
 
     def batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = augment(x, y, gen)
+        x = augment_appearance(x, gen)[0].clamp(0.0, 1.0)
         return _normalise(x).to(device), y.to(device)
 
     loop = EpochLoop(

@@ -83,6 +83,8 @@ class Structure:
     shell_mu: float = 0.0
     texture: float = 0.0
     coarse: bool = False
+    kind: str = ""
+    """What it is, where an appearance family treats it apart: "body", "posterior"."""
 
 
 @dataclass(frozen=True)
@@ -420,6 +422,7 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
                 mu=MU_CANCELLOUS * bone * (1.4 if p.fracture == "crush" else 1.0),
                 shell_mu=MU_CORTICAL * (0.75 if osteoporotic else 1.0),
                 texture=0.35,
+                kind="body",
             )
         )
         struct.extend(
@@ -431,6 +434,7 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
                 mu=MU_CANCELLOUS * bone * 1.2,
                 shell_mu=MU_CORTICAL * 0.8,
                 texture=0.2,
+                kind="posterior",
             )
             for part in _posterior_elements(p)
         )
@@ -642,6 +646,7 @@ def _bone(
     shell_mu: float = MU_CORTICAL,
     texture: float = 0.0,
     coarse: bool = False,
+    kind: str = "",
 ) -> Structure:
     """Cancellous bone inside a cortical shell ``shell`` mm thick."""
     return Structure(
@@ -653,6 +658,7 @@ def _bone(
         shell_mu=shell_mu,
         texture=texture,
         coarse=coarse,
+        kind=kind,
     )
 
 

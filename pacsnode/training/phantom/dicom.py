@@ -38,6 +38,11 @@ _REGION_CODES = {
 }
 
 
+def body_part_examined(region: str) -> str:
+    """The Body Part Examined a phantom film of ``region`` carries."""
+    return _REGION_CODES[region][0]
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """How the phantom film was acquired and encoded (drawn once per case)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacsnode.training.phantom.anatomy import REGIONS, Scene, build_scene
+from pacsnode.training.phantom.appearance import Appearance, draw_appearance
 from pacsnode.training.phantom.dicom import (
     COMPRESSED_SYNTAXES,
     Acquisition,
@@ -47,6 +48,7 @@ class Phantom:
     acquisition: Acquisition
     radiograph: Radiograph
     truth: dict[str, Any]
+    appearance: Appearance = field(default_factory=Appearance)
 
     @property
     def full_resolution(self) -> bool:
@@ -113,6 +115,7 @@ def make_phantom(
     region: str = "mixed",
     *,
     size_px: int | None = None,
+    appearance: str = "classic",
 ) -> Phantom:
     """Make case ``index`` of the phantom set ``seed``.
 
@@ -125,8 +128,14 @@ def make_phantom(
     size_px
         Render with the film's longest side at this many pixels (for training); by default
         at the detector pitch, as the DICOM file is written.
+    appearance
+        An appearance family (:data:`~pacsnode.training.phantom.appearance.ALL_FAMILIES`),
+        or "randomised" for one of the training families drawn per case. "classic" (the
+        default) is the renderer as it always was: the same pixels for the same case.
     """
-    scene_ss, acq_ss, noise_ss = np.random.SeedSequence([seed, index]).spawn(3)
+    # The fourth stream is the appearance's own: the first three, and so the anatomy,
+    # acquisition and a classic film's pixels, stay what they were before families.
+    scene_ss, acq_ss, noise_ss, look_ss = np.random.SeedSequence([seed, index]).spawn(4)
     scene_rng = np.random.default_rng(scene_ss)
     if region == "mixed":
         region = REGIONS[int(scene_rng.integers(0, len(REGIONS)))]
@@ -137,10 +146,13 @@ def make_phantom(
     spacing = acq.patient_spacing_mm
     if size_px is not None:
         spacing = max(scene.size_mm) / float(size_px)
-    radiograph = render(scene, spacing, np.random.default_rng(noise_ss))
+    look_rng = np.random.default_rng(look_ss)
+    look = draw_appearance(appearance, look_rng)
+    radiograph = render(scene, spacing, np.random.default_rng(noise_ss), look, look_rng)
     case_id = f"{seed}-{index:05d}"
     truth = _truth(case_id, seed, index, scene, acq, radiograph)
-    return Phantom(case_id, seed, index, scene, acq, radiograph, truth)
+    truth["appearance"] = look.family
+    return Phantom(case_id, seed, index, scene, acq, radiograph, truth, look)
 
 
 def _truth(

@@ -8,13 +8,20 @@ corner of the image; scene millimetres divide by the spacing to give those units
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import distance_transform_edt, gaussian_filter, zoom
 
 from pacsnode.training.phantom.anatomy import Scene, Structure
+from pacsnode.training.phantom.appearance import (
+    Appearance,
+    dress_scene,
+    finish_display,
+    grid_field,
+    texture_band,
+)
 from pacsnode.training.phantom.geometry import polygon_mask
 
 __all__ = ["Radiograph", "render"]
@@ -54,7 +61,11 @@ def _chord(d: NDArray[np.float64], depth: float, radius: float) -> NDArray[np.fl
 
 
 def _add_structure(
-    acc: NDArray[np.float64], s: Structure, spacing: float, rng: np.random.Generator
+    acc: NDArray[np.float64],
+    s: Structure,
+    spacing: float,
+    rng: np.random.Generator,
+    app: Appearance | None = None,
 ) -> None:
     pts = s.polygon / spacing
     rows, cols = acc.shape
@@ -78,7 +89,7 @@ def _add_structure(
         outer = _chord(d, s.depth, s.radius)
         core = inner
         if s.texture > 0:
-            core = inner * (1.0 + _texture(mask.shape, spacing, s.texture, rng))
+            core = inner * (1.0 + _texture(mask.shape, spacing, s.texture, rng, app))
         value = s.mu * core + s.shell_mu * (outer - inner)
     else:
         value = s.mu * _chord(d, s.depth, s.radius)
@@ -86,13 +97,22 @@ def _add_structure(
 
 
 def _texture(
-    shape: tuple[int, int], spacing: float, amount: float, rng: np.random.Generator
+    shape: tuple[int, int],
+    spacing: float,
+    amount: float,
+    rng: np.random.Generator,
+    app: Appearance | None = None,
 ) -> NDArray[np.float64]:
-    """Band-pass noise with a trabecular grain (~0.5-1.5 mm), weaker when pixels are coarse."""
+    """Band-pass noise with a trabecular grain (~0.5-1.5 mm), weaker when pixels are coarse;
+    an appearance family may make it coarse, anisotropic or absent."""
     noise = rng.standard_normal(shape)
-    fine = gaussian_filter(noise, 0.35 / spacing)
-    broad = gaussian_filter(noise, 1.2 / spacing)
-    band = fine - broad
+    if app is not None and not app.classic:
+        if app.texture == "none":
+            return np.zeros(shape)
+        band = texture_band(noise, spacing, app.texture)
+        amount *= app.texture_amount
+    else:
+        band = gaussian_filter(noise, 0.35 / spacing) - gaussian_filter(noise, 1.2 / spacing)
     band /= max(float(band.std()), 1e-9)
     return amount * min(1.0, 0.5 / spacing) * band
 
@@ -113,12 +133,24 @@ def _marker_mask(
     return mask
 
 
-def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiograph:
+def render(
+    scene: Scene,
+    spacing_mm: float,
+    rng: np.random.Generator,
+    appearance: Appearance | None = None,
+    appearance_rng: np.random.Generator | None = None,
+) -> Radiograph:
     """Render ``scene`` on a square pixel grid of ``spacing_mm`` (patient plane).
 
     The same scene renders at any spacing: full detector resolution for a DICOM file, or a
     coarse grid for training, with noise scaled to the pixel area as a real detector would.
+    ``appearance`` (default: classic) changes the bone, the overlap and the processing;
+    ``appearance_rng`` draws its own randomness, so a classic film's pixels never change.
     """
+    app = appearance if appearance is not None and not appearance.classic else None
+    app_rng = appearance_rng if appearance_rng is not None else np.random.default_rng(0)
+    if app is not None:
+        scene = dress_scene(scene, app, app_rng)
     w_mm, h_mm = scene.size_mm
     shape = (max(round(h_mm / spacing_mm), 1), max(round(w_mm / spacing_mm), 1))
     coarse_spacing = max(spacing_mm, _COARSE_MM)
@@ -130,9 +162,9 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
     coarse = np.zeros(coarse_shape)
     for s in scene.structures:
         if s.coarse:
-            _add_structure(coarse, s, coarse_spacing, rng)
+            _add_structure(coarse, s, coarse_spacing, rng, app)
         else:
-            _add_structure(fine, s, spacing_mm, rng)
+            _add_structure(fine, s, spacing_mm, rng, app)
     # Air-filled structures subtract tissue; nothing attenuates less than empty space.
     attenuation = np.maximum(fine + _resample(coarse, shape), 0.0)
 
@@ -161,6 +193,9 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
     pixel_area = spacing_mm * spacing_mm
     body_attenuation = float(np.median(_downsample(attenuation, coarse_shape)))
     photons = ex["photons_behind_body_per_mm2"] * pixel_area * float(np.exp(body_attenuation))
+    if app is not None:
+        photons /= app.noise**2  # fewer quanta, more noise; the log image is unchanged
+        field = field * grid_field(shape, app, app_rng)
     primary = photons * field * np.exp(-attenuation)
     small = _downsample(primary, coarse_shape)
     scatter = ex["scatter_fraction"] * gaussian_filter(small, 25.0 / coarse_spacing)
@@ -173,6 +208,22 @@ def render(scene: Scene, spacing_mm: float, rng: np.random.Generator) -> Radiogr
 
     # Processing for presentation: log, then compress the large-scale dynamic range.
     log_image = -np.log(np.maximum(counts, 0.5) / photons)
+    if app is not None:
+        if app.equalisation is None:
+            app = replace(app, equalisation=ex["equalisation"])
+
+        def smooth(img: NDArray[np.float64], sigma_mm: float) -> NDArray[np.float64]:
+            if sigma_mm / spacing_mm < 6:  # small kernels on the film's own grid
+                return gaussian_filter(img, sigma_mm / spacing_mm)
+            small = gaussian_filter(_downsample(img, coarse_shape), sigma_mm / coarse_spacing)
+            return _resample(small, shape)
+
+        display = finish_display(log_image, spacing_mm, app, app_rng, smooth)
+        if burned_in:
+            display[marker] = 1.0
+        return Radiograph(
+            display=display.astype(np.float32), spacing_mm=spacing_mm, burned_in=burned_in
+        )
     low = _resample(
         gaussian_filter(_downsample(log_image, coarse_shape), 15.0 / coarse_spacing), shape
     )

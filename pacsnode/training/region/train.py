@@ -27,6 +27,7 @@ from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, read_detectio
 from pacsnode.analysis.networks import build_network, parameter_count
 from pacsnode.analysis.region import REGION_ACROSS, REGION_ALONG
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.augment import augment_appearance
 from pacsnode.training.checkpoints import save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.loop import EpochLoop, run_epochs
@@ -94,7 +95,8 @@ def _augment(
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
     gain = torch.exp(torch.randn(x.shape[0], 1, 1, generator=gen) * 0.15)
     noise = torch.randn(x.shape, generator=gen) * 0.05
-    return x * gain + noise, y
+    x, moved = augment_appearance(x * gain + noise, gen, y)
+    return x, y if moved is None else moved
 
 
 HEAT_PRIOR = 0.01

@@ -148,6 +148,7 @@ def phantom_patches(
     jitter: Jitter | None = None,
     size: int = PATCH_SIZE,
     progress: Any = None,
+    appearance: str = "classic",
 ) -> PatchSet:
     """The patches of phantom cases ``start`` … ``start + n - 1`` of set ``seed``.
 
@@ -158,7 +159,7 @@ def phantom_patches(
     images, masks = [], []
     result = PatchSet(np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8))
     for index in range(start, start + n):
-        phantom = make_phantom(seed, index, region, size_px=render_px)
+        phantom = make_phantom(seed, index, region, size_px=render_px, appearance=appearance)
         film = phantom.radiograph.display
         rng = None if jitter is None else np.random.default_rng([seed, index, 7])
         for vertebra in phantom.truth["vertebrae"]:
@@ -217,6 +218,7 @@ def folder_patches(
     seed: int = 0,
     size: int = PATCH_SIZE,
     progress: Any = None,
+    appearance: str = "classic",
 ) -> PatchSet:
     """Patches of annotated films (:class:`~pacsnode.training.annotations.AnnotatedFilm`,
     e.g. read from a hospital's folder): a frame per vertebra from its outline's centre,

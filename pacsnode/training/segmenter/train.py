@@ -18,6 +18,7 @@ import torch
 
 from pacsnode.analysis.networks import build_network, parameter_count
 from pacsnode.analysis.weights import MANIFEST_SCHEMA
+from pacsnode.training.augment import augment_appearance
 from pacsnode.training.checkpoints import save_weights, seed_run, start_run
 from pacsnode.training.localiser.data import DataError
 from pacsnode.training.loop import EpochLoop, run_epochs
@@ -68,7 +69,8 @@ def _augment(
     y = torch.where(flip[:, None, None], y.flip(-1), y)
     gain = torch.exp(torch.randn(x.shape[0], 1, 1, generator=gen) * 0.15)
     noise = torch.randn(x.shape, generator=gen) * 0.05
-    return x * gain + noise, y
+    x, moved = augment_appearance(x * gain + noise, gen, y)
+    return x, y if moved is None else moved
 
 
 @torch.inference_mode()
