@@ -1,4 +1,5 @@
-"""Small synthetic DX films, written in any transfer syntax, for the reader's tests.
+"""Small synthetic DX films, written in any transfer syntax, for the reader's tests; and
+the 8-bit Secondary Capture a picture export gives.
 
 Encoders are pydicom's own where it has them; JPEG (and dcmtk cross-checks) use dcmtk's
 command-line tools, and tests that need those carry :data:`NEEDS_DCMTK`.
@@ -39,6 +40,7 @@ from pydicom.uid import (
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
+    SecondaryCaptureImageStorage,
 )
 
 ROWS, COLUMNS = 64, 48
@@ -185,6 +187,37 @@ def make_film(
         ds.EstimatedRadiographicMagnificationFactor = magnification
     if pixel_spacing is not None:
         ds.PixelSpacing = list(pixel_spacing)
+    return ds
+
+
+def make_secondary_capture(
+    pixels: np.ndarray,
+    *,
+    photometric: Literal["MONOCHROME2", "RGB"] = "MONOCHROME2",
+    window: tuple[float, float] | None = None,
+) -> Dataset:
+    """An 8-bit Secondary Capture as a teaching file or a picture export gives it: no pixel
+    spacing, no window unless given, and the patient and study attributes left out.
+
+    Parameters
+    ----------
+    pixels
+        uint8, (rows, columns) for MONOCHROME2 or (rows, columns, 3) for RGB.
+    """
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.2001"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2002"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.2003"
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.set_pixel_data(pixels, photometric, 8, generate_instance_uid=False)
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
     return ds
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pacsnode import __version__
 from pacsnode.cli._args import add_run_arguments, batch_bar, int_at_least, run_options
@@ -22,7 +23,10 @@ from pacsnode.cli.region import add_orienter_command, add_region_commands
 from pacsnode.cli.segmenter import add_segmenter_commands
 from pacsnode.cli.serve import add_serve_command
 from pacsnode.cli.stack import add_stack_commands
-from pacsnode.errors import PacsnodeError
+from pacsnode.errors import ExportError, PacsnodeError
+
+if TYPE_CHECKING:
+    from pacsnode.imaging import FilmHeader, PixelSpacing
 
 __all__ = ["main"]
 
@@ -76,13 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="analyse films offline: write the SEG, the SR and a PNG overlay",
         description=(
-            "Run the analysis stack on DICOM films without any network and write, per film, "
-            "<SOPInstanceUID>.seg.dcm, <SOPInstanceUID>.sr.dcm and <SOPInstanceUID>.png in "
-            "--out. A film that cannot be analysed is reported and the others go on; the "
-            "exit status is 1 if any failed."
+            "Run the analysis stack on DICOM films, or on PNG and JPEG pictures of films, "
+            "without any network and write, per film, <SOPInstanceUID>.seg.dcm, "
+            "<SOPInstanceUID>.sr.dcm and <SOPInstanceUID>.png in --out. A picture (8- or "
+            "16-bit grey, or RGB with equal channels) is first wrapped as a Secondary "
+            "Capture film, written there as <SOPInstanceUID>.dcm for the SEG and SR to "
+            "refer to; it has no pixel spacing, so its measurements are in pixels. A film "
+            "that cannot be analysed is reported and the others go on; the exit status is 1 "
+            "if any failed."
         ),
     )
-    an.add_argument("files", nargs="+", type=Path, help="DICOM films")
+    an.add_argument("files", nargs="+", type=Path, help="DICOM films, PNG or JPEG pictures")
     an.add_argument("--out", type=Path, required=True, help="output directory")
     an.add_argument("--models-dir", type=Path, help="weights folder (default: the shipped)")
     an.add_argument("--device", default="cpu", help="cpu (default), auto or cuda[:N]")
@@ -101,7 +109,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from pacsnode.export.overlay import render_overlay_png
     from pacsnode.export.results import algorithm_of, build_results
     from pacsnode.imaging import read_film
-    from pacsnode.worker.analyst import describe
+    from pacsnode.imaging.import_picture import picture_format, wrap_picture
+    from pacsnode.worker.analyst import describe, reading_hints
 
     models = args.models_dir or DEFAULT_MODELS_DIR
     stack = Stack.load(models, device=args.device)
@@ -114,14 +123,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             data = path.read_bytes()  # once: the reader and the header parse share it
+            picture = picture_format(data)
+            if picture is not None:
+                buffer = io.BytesIO()
+                wrap_picture(data, path.name).save_as(buffer, enforce_file_format=True)
+                data = buffer.getvalue()
             film = read_film(data)
-            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            result = stack.read(film.image)
-            found, reading = result.localisation, result.reading
             # A UID is full of dots: build names whole, never with Path.with_suffix.
-            stem = str(args.out / (film.sop_instance_uid or path.stem))
+            stem = str(args.out / _checked_film_uids(film))
+            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            result = stack.read(film.image, **reading_hints(header, film))
+            found, reading = result.localisation, result.reading
             render_overlay_png(film.image, found, stem + ".png", reading=reading)
             results = build_results(header, film, found, algorithm, reading)
+            if picture is not None:
+                Path(stem + ".dcm").write_bytes(data)
             results.seg.save_as(stem + ".seg.dcm", enforce_file_format=True)
             results.sr.save_as(stem + ".sr.dcm", enforce_file_format=True)
         except (PacsnodeError, InvalidDicomError, OSError) as exc:
@@ -129,8 +145,41 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             print(f"{path}: not analysed: {exc}", file=sys.stderr)
             continue
         assert reading is not None  # build_results refused a film without a spine
-        print(f"{path}: {describe(reading)} -> {stem}.seg.dcm, .sr.dcm, .png")
+        wrapped = f" (the {picture} wrapped as {stem}.dcm)" if picture is not None else ""
+        print(
+            f"{path}: {describe(reading)}; {_units(film.spacing)} -> "
+            f"{stem}.seg.dcm, .sr.dcm, .png{wrapped}"
+        )
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _checked_film_uids(film: FilmHeader) -> str:
+    """The film's SOP Instance UID, once it and the other UIDs the results copy follow the
+    DICOM UID grammar: the UID becomes a file name, and must not be a path."""
+    from pacsnode.export.uids import is_valid_uid
+
+    for name, value in (
+        ("SOP Instance UID", film.sop_instance_uid),
+        ("SOP Class UID", film.sop_class_uid),
+        ("Study Instance UID", film.study_instance_uid),
+        ("Series Instance UID", film.series_instance_uid),
+    ):
+        if not value:
+            raise ExportError(f"the film has no {name}; no result can refer to it")
+        if not is_valid_uid(value):
+            shown = repr(value if len(value) <= 80 else value[:77] + "...")
+            raise ExportError(
+                f"the film's {name} {shown} is not a valid DICOM UID (digits and dots, at "
+                "most 64 characters); refusing to name files after it or copy it"
+            )
+    return film.sop_instance_uid
+
+
+def _units(spacing: PixelSpacing) -> str:
+    """How the SR measures lengths and areas on a film of this spacing."""
+    if spacing.unit == "px":
+        return "measurements in pixels (no pixel spacing)"
+    return f"measurements in mm ({spacing.basis.value} spacing)"
 
 
 def _model_parser(
@@ -316,6 +365,7 @@ def _cmd_train_localiser(args: argparse.Namespace) -> int:
             "render_px": args.render_px,
             "workers": args.workers,
             "progress": films,
+            "appearance": args.appearance,
         }
         train = phantom_set(args.train_seed, args.n_train, **common)
         val = phantom_set(args.val_seed, args.n_val, **common)
@@ -326,6 +376,7 @@ def _cmd_train_localiser(args: argparse.Namespace) -> int:
             "val_seed": args.val_seed,
             "n_val": args.n_val,
             "render_px": args.render_px,
+            "appearance": args.appearance,
         }
     else:
         folder = Path(args.data)

@@ -541,11 +541,15 @@ def _check(parsed: _Parsed, *, max_side: int, max_pixels: int) -> _Layout:
         )
     photometric = (_text(ds, "PhotometricInterpretation") or "").upper()
     if samples != 1 or photometric in _COLOUR:
+        # Grey pictures exported as RGB are refused too: only their decoded pixels could
+        # show that the channels are equal, and the listener decides from the header.
         raise ImageReadError(
             ReadFailure.COLOUR,
             f"the image is not greyscale: Photometric Interpretation (0028,0004) is "
             f"'{photometric}' with Samples per Pixel (0028,0002) {samples}; only "
-            "MONOCHROME1 and MONOCHROME2 films are read",
+            "MONOCHROME1 and MONOCHROME2 films are read, also when the colour channels "
+            "are equal (store a grey picture as MONOCHROME2, or give its PNG or JPEG to "
+            "pacsnode analyze)",
         )
     if photometric not in _GREYSCALE:
         shown = f"'{photometric}'" if photometric else "absent"

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pynetdicom._config
 import pytest
 from pydicom import dcmread
@@ -32,7 +33,15 @@ from pacsnode.db import create_schema, make_engine
 from pacsnode.durable import write_durably
 from pacsnode.jobs import JobQueue, JobStatus
 from pacsnode.receive import Spool, SpoolFullError, StorageSCP, StoreStatus
-from tests.films import NEEDS_DCMTK, bare_dataset_bytes, encode, film_pixels, make_film, to_bytes
+from tests.films import (
+    NEEDS_DCMTK,
+    bare_dataset_bytes,
+    encode,
+    film_pixels,
+    make_film,
+    make_secondary_capture,
+    to_bytes,
+)
 
 
 def free_port() -> int:
@@ -254,6 +263,27 @@ def test_unmatched_films_are_kept_unanalysed_or_refused_as_configured(tmp_path: 
         assert refused.queue.list() == () and refused.spool_files() == []
     finally:
         refused.scp.stop()
+
+
+def test_an_eight_bit_secondary_capture_without_spacing_is_taken(tmp_path: Path) -> None:
+    # Modality OT is not in the default filter: kept unanalysed unless the site adds it.
+    node = Listener(tmp_path, PACSNODE_FILTER__MODALITIES="DX,CR,OT")
+    try:
+        sc = make_secondary_capture(film_pixels(8))
+        assert node.store(sc).Status == StoreStatus.SUCCESS
+        job = node.queue.find(sc.SOPInstanceUID)
+        assert job is not None and job.status is JobStatus.QUEUED
+        rgb = make_secondary_capture(
+            np.repeat(film_pixels(8)[..., None], 3, axis=2), photometric="RGB"
+        )
+        rgb.SOPInstanceUID = rgb.file_meta.MediaStorageSOPInstanceUID = (
+            "1.2.826.0.1.3680043.8.498.72"
+        )
+        status = node.store(rgb)
+        assert status.Status == StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        assert status.ErrorComment.startswith("Colour image")
+    finally:
+        node.scp.stop()
 
 
 def test_spool_refuses_names_that_are_not_uids(tmp_path: Path) -> None:
