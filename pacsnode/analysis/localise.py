@@ -132,16 +132,17 @@ class Localiser:
 def region_from_probability(
     frame: SquareFrame, prob: NDArray[np.float32], threshold: float
 ) -> Localisation:
-    """Threshold a low-resolution probability map, keep its largest region, and map that
-    back onto the film of ``frame``."""
+    """Threshold a low-resolution probability map, keep the spine's regions (the largest
+    and the fragments that belong with it, :func:`spine_regions`), and map them back onto
+    the film of ``frame``."""
     binary = prob >= threshold
     _, n_regions = label_regions(binary)
-    keep = largest_component(binary)
+    keep = spine_regions(binary, prob >= threshold * FRAGMENT_LINK)
     if not keep.any():
         return Localisation(np.zeros((frame.rows, frame.cols), bool), None, prob, 0)
-    # Map the kept region's probabilities (and its one-pixel rim, so the boundary is
+    # Map the kept regions' probabilities (and their one-pixel rim, so the boundary is
     # interpolated, not cut) back to the film; other regions are dropped first. Only the
-    # film window the region can reach is computed.
+    # film window the regions can reach is computed.
     rim = ndimage.binary_dilation(keep, structure=np.ones((3, 3), bool))
     masked = np.where(rim, prob, 0.0).astype(np.float32)
     rr, cc = np.nonzero(rim)
@@ -151,3 +152,52 @@ def region_from_probability(
     mask[r0:r1, c0:c1] = part
     box = oriented_box(part)
     return Localisation(mask, box and box.translated(c0, r0), prob, n_regions)
+
+
+FRAGMENT_LINK = 0.5
+"""Regions joined by probability at least this share of the threshold are one spine
+(hysteresis): a spine whose probability dips at one disc or under an implant breaks into
+pieces above the threshold that still belong together."""
+
+AXIS_BAND = 1.0
+"""A fragment whose centre lies within this many spine widths of the spine's long axis,
+and within :data:`AXIS_REACH` of its length beyond either end, is part of the spine."""
+
+AXIS_REACH = 0.5
+
+
+def spine_regions(binary: NDArray[np.bool_], linked: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The largest region of ``binary`` and the fragments of the same spine.
+
+    A fragment belongs when a region of ``linked`` (a lower threshold) joins it to the
+    spine, or when it lies along the spine's long axis (:data:`AXIS_BAND`,
+    :data:`AXIS_REACH`) once the spine is long enough to have one (twice as long as
+    wide). Small specks off the axis, bowel gas or a rib, stay out.
+    """
+    labels, n = label_regions(binary)
+    if n <= 1:
+        return binary.astype(bool)
+    keep = largest_component(binary)
+    linked_labels, _ = label_regions(linked | binary)
+    touching = np.unique(linked_labels[keep])
+    keep = binary & np.isin(linked_labels, touching[touching > 0])
+    for _ in range(3):  # a fragment added may extend the axis to reach the next one
+        box = oriented_box(keep)
+        if box is None or box.length < 2 * box.width:
+            break
+        axis = np.array([np.cos(np.deg2rad(box.angle_deg)), np.sin(np.deg2rad(box.angle_deg))])
+        normal = np.array([-axis[1], axis[0]])
+        added = False
+        for k in range(1, n + 1):
+            region = labels == k
+            if (region & keep).any():
+                continue
+            rr, cc = np.nonzero(region)
+            offset = np.array([cc.mean() + 0.5, rr.mean() + 0.5]) - np.asarray(box.centre)
+            along, across = abs(float(offset @ axis)), abs(float(offset @ normal))
+            if across <= AXIS_BAND * box.width and along <= box.length * (0.5 + AXIS_REACH):
+                keep = keep | region
+                added = True
+        if not added:
+            break
+    return keep

@@ -114,3 +114,28 @@ def test_film_window_holds_everything_a_lowres_box_maps_to() -> None:
     box = oriented_box(full > 0.5)
     part = oriented_box(full[r0:r1, c0:c1] > 0.5).translated(c0, r0)
     np.testing.assert_allclose(part.corners, box.corners, atol=1e-6)
+
+
+def test_spine_regions_join_fragments_along_the_axis_and_leave_specks() -> None:
+    from pacsnode.analysis.localise import spine_regions
+
+    binary = np.zeros((100, 100), bool)
+    binary[10:50, 45:55] = True  # the largest piece of the spine
+    binary[56:70, 46:56] = True  # the same spine past a gap, on its axis
+    binary[75:80, 47:53] = True  # and further down
+    binary[20:24, 85:89] = True  # a speck beside it: bowel gas
+    keep = spine_regions(binary, binary)
+    assert keep[60, 50] and keep[77, 50]
+    assert not keep[22, 87]
+
+
+def test_spine_regions_follow_a_lower_threshold_between_pieces() -> None:
+    from pacsnode.analysis.localise import spine_regions
+
+    binary = np.zeros((60, 60), bool)
+    binary[5:20, 25:35] = True
+    binary[30:34, 50:54] = True  # off the axis, but joined by probability
+    linked = binary.copy()
+    linked[18:32, 30:52] = True
+    assert spine_regions(binary, linked)[31, 51]
+    assert not spine_regions(binary, binary)[31, 51]
