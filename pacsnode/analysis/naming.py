@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "FRAGMENT",
@@ -22,9 +22,11 @@ __all__ = [
     "REFERENCES",
     "SPINE_ORDER",
     "Named",
+    "NamingInputs",
     "chain_labels",
     "name_chain",
     "naming_doubt",
+    "pick_reference",
     "references_for",
     "skipped_vertebrae",
 ]
@@ -274,3 +276,70 @@ def naming_doubt(
         if name == "S1" and median < LUMBAR_MIN_MM:
             return f"bodies of {median:.0f} mm are too small for a lumbar spine"
     return None
+
+
+def pick_reference(
+    prob: NDArray[np.floating],
+    allowed: frozenset[str] = frozenset(REFERENCES),
+    threshold: float = 0.5,
+    classes: Sequence[str] = ("other", *REFERENCES),
+) -> tuple[int, str, float] | None:
+    """The reference vertebra of a chain sorted head first: (index, name, probability),
+    or None when no vertebra is an ``allowed`` reference with probability at least
+    ``threshold``.
+
+    As VertXNet reads them, C2 is the top of a cervical film and S1 the bottom of a
+    lumbar one: the topmost C2 candidate and the lowest S1 candidate are taken (a lordotic
+    L5 can look like S1 too, a C3 like C2), and of the two the more probable.
+
+    Parameters
+    ----------
+    prob
+        (N, len(classes)) probabilities of each vertebra's class.
+    """
+    candidates = []
+    for k, name in enumerate(classes):
+        if name not in REFERENCES or name not in allowed:
+            continue
+        hits = np.flatnonzero(np.asarray(prob)[:, k] >= threshold)
+        if hits.size == 0:
+            continue
+        index = int(hits[0] if name == "C2" else hits[-1])
+        candidates.append((float(prob[index, k]), index, name))
+    if not candidates:
+        return None
+    p, index, name = max(candidates)
+    return index, name, p
+
+
+@dataclass(frozen=True)
+class NamingInputs:
+    """What a chain's names are chosen from: the identifier's probabilities per vertebra,
+    the bodies' centres and sizes (working pixels), their sizes in mm when the film has
+    spacing, and the references its header allows."""
+
+    probabilities: NDArray[np.floating]
+    centres: Sequence[tuple[float, float]]
+    sizes: Sequence[float]
+    sizes_mm: Sequence[float] | None
+    references: frozenset[str]
+
+    def name(
+        self, threshold: float
+    ) -> tuple[list[Named], tuple[int, str, float] | None, str | None]:
+        """Names at reference ``threshold``: (names, the reference used or None, the reason
+        for abstaining or None). A chain that fails :func:`naming_doubt` gets positions."""
+        count = len(self.sizes)
+        reference = (
+            pick_reference(self.probabilities, self.references, threshold)
+            if len(self.probabilities)
+            else None
+        )
+        skipped = skipped_vertebrae(
+            self.centres, self.sizes, reference=None if reference is None else reference[0]
+        )
+        names = name_chain(count, reference, skipped)
+        doubt = naming_doubt(names, reference, self.sizes_mm)
+        if doubt is not None:
+            names = name_chain(count, None)
+        return names, reference, doubt

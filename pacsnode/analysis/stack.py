@@ -27,13 +27,7 @@ from pacsnode.analysis.identify import CLASSES, REFERENCE_THRESHOLD, Identifier
 from pacsnode.analysis.localise import Localisation, Localiser
 from pacsnode.analysis.lowres import largest_component
 from pacsnode.analysis.measure import BodyHeights, body_heights
-from pacsnode.analysis.naming import (
-    REFERENCES,
-    Named,
-    name_chain,
-    naming_doubt,
-    skipped_vertebrae,
-)
+from pacsnode.analysis.naming import REFERENCES, Named, NamingInputs, pick_reference
 from pacsnode.analysis.orient import Orienter
 from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.reading import SpineReading, Vertebra
@@ -86,6 +80,9 @@ class StackResult:
     reading: SpineReading | None
     seconds: dict[str, float] = field(default_factory=dict)
     paths: dict[str, list[NDArray[np.bool_]]] | None = None
+    naming: NamingInputs | None = None
+    """With ``read(..., trace=True)``: what the names were chosen from, so a calibration
+    can name the chain again at another threshold without running the networks."""
 
 
 class _Clock:
@@ -205,21 +202,18 @@ class Stack:
         merged = [m for m in merged if m.area >= MIN_AREA]
         clock.lap("ensemble")
         frames = _body_frames([m.mask for m in merged], (c0, r0), down)
-        reference = self._reference(work, frames, references)
-        skipped = skipped_vertebrae(
-            [f.centre for f in frames],
-            [math.sqrt(m.area) for m in merged],
-            reference=None if reference is None else reference[0],
-        )
-        names = name_chain(len(merged), reference, skipped)
-        sizes_mm = (
-            None
+        inputs = NamingInputs(
+            probabilities=self.identifier.probabilities(work, frames)
+            if frames
+            else np.zeros((0, len(CLASSES)), np.float32),
+            centres=[f.centre for f in frames],
+            sizes=[math.sqrt(m.area) for m in merged],
+            sizes_mm=None
             if spacing_mm is None
-            else [math.sqrt(m.area) * factor * spacing_mm for m in merged]
+            else [math.sqrt(m.area) * factor * spacing_mm for m in merged],
+            references=references,
         )
-        doubt = naming_doubt(names, reference, sizes_mm)
-        if doubt is not None:
-            names = name_chain(len(merged), None)
+        names, reference, doubt = inputs.name(self.identifier.threshold)
         clock.lap("identify")
         vertebrae = []
         for entry, named in zip(merged, names, strict=True):
@@ -239,7 +233,7 @@ class Stack:
                 name: [_to_film(m, (r0, c0), factor, image.shape) for m in masks]
                 for name, masks in (("semantic", semantic), ("instance", instance))
             }
-        return StackResult(localisation, reading, clock.seconds, paths)
+        return StackResult(localisation, reading, clock.seconds, paths, inputs if trace else None)
 
     def _orient(
         self,
@@ -300,17 +294,7 @@ class Stack:
         if not frames:
             return None
         prob = self.identifier.probabilities(work, frames)
-        candidates = []
-        for k, name in enumerate(CLASSES):
-            hits = np.flatnonzero(prob[:, k] >= self.identifier.threshold)
-            if name == "other" or name not in allowed or hits.size == 0:
-                continue
-            index = int(hits[0] if name == "C2" else hits[-1])
-            candidates.append((float(prob[index, k]), index, name))
-        if not candidates:
-            return None
-        p, index, name = max(candidates)
-        return index, name, p
+        return pick_reference(prob, allowed, self.identifier.threshold)
 
 
 def _chain_frames(region: PatchFrame, detections: Sequence[Detection]) -> list[PatchFrame]:

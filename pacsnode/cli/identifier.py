@@ -9,7 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pacsnode.cli._args import add_run_arguments, batch_bar, films_bar, int_at_least, run_options
+from pacsnode.cli._args import (
+    add_run_arguments,
+    batch_bar,
+    films_bar,
+    int_at_least,
+    run_options,
+    training_appearance,
+)
 from pacsnode.cli.region import add_data_arguments, annotated_films
 from pacsnode.cli.segmenter import TEST_SEED
 from pacsnode.errors import PacsnodeError
@@ -90,6 +97,119 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
     ev.add_argument("--out", type=Path, required=True, help="output prefix")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
+
+    ca = model_parser(
+        "calibrate",
+        "choose operating thresholds on validation films",
+        "the identifier's temperature and naming threshold",
+        (
+            "Run the whole stack on validation phantoms (a seed neither the test seed nor "
+            "one the networks trained on; the training appearance families only), fit a "
+            "temperature to the identifier's probabilities on the vertebrae the stack "
+            "finds, and choose the lowest naming threshold whose names are wrong at most "
+            "--max-wrong of the time. Writes both into the identifier's manifest (the "
+            "weights do not change) and the sweep to --report."
+        ),
+        model="identifier",
+    )
+    ca.add_argument("--models", type=Path, help="models folder (default: the shipped models)")
+    ca.add_argument("--seed", type=int_at_least(0), default=3000, help="phantom seed (3000)")
+    ca.add_argument("--n", type=int_at_least(1), default=60, help="films (60)")
+    ca.add_argument("--render-px", type=int_at_least(200), default=1000)
+    ca.add_argument("--appearance", type=training_appearance, default="randomised")
+    ca.add_argument("--max-wrong", type=float, default=0.01, help="wrong-name rate bar (0.01)")
+    ca.add_argument("--report", type=Path, help="write the sweep here (JSON)")
+    ca.add_argument("--dry-run", action="store_true", help="do not write the manifest")
+    ca.add_argument("--quiet", action="store_true", help="no progress bar")
+    ca.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pacsnode.analysis.naming import references_for
+    from pacsnode.analysis.stack import MODEL_FILES, Stack
+    from pacsnode.analysis.weights import DEFAULT_MODELS_DIR
+    from pacsnode.cli.stack import data_seeds
+    from pacsnode.training.annotations import phantom_film
+    from pacsnode.training.identifier.calibrate import (
+        CalibrationFilm,
+        choose_threshold,
+        fit_temperature,
+    )
+    from pacsnode.training.phantom import make_phantom
+    from pacsnode.training.phantom.dicom import body_part_examined
+    from pacsnode.training.stack_eval import match_film
+
+    if args.seed == TEST_SEED:
+        raise PacsnodeError(f"seed {TEST_SEED} is the test seed: never calibrate on it")
+    models = args.models or DEFAULT_MODELS_DIR
+    stack = Stack.load(models)
+    if args.seed in data_seeds(stack.identifier.manifest):
+        raise PacsnodeError(f"the identifier was trained on seed {args.seed}: pick another")
+    stack.identifier.temperature = 1.0
+    films: list[CalibrationFilm] = []
+    log_probs, labels = [], []
+    bar, step = films_bar(args.n, "calibration films", args.quiet)
+    for index in range(args.n):
+        phantom = make_phantom(args.seed, index, size_px=args.render_px, appearance=args.appearance)
+        film = phantom_film(phantom)
+        references = references_for([body_part_examined(phantom.scene.region)])
+        result = stack.read(
+            film.image, trace=True, references=references, spacing_mm=film.spacing_mm
+        )
+        step(1)
+        if result.reading is None or result.naming is None:
+            continue
+        found = match_film([v.mask for v in result.reading.vertebrae], film)
+        true_of: list[str | None] = [None] * len(result.reading.vertebrae)
+        for i, j, _, _ in found.pairs:
+            true_of[i] = film.vertebrae[j].label
+        films.append(CalibrationFilm(result.naming, true_of))
+        prob = result.naming.probabilities
+        for i, label in enumerate(true_of):
+            if label is not None and i < len(prob):
+                log_probs.append(np.log(np.clip(prob[i], 1e-12, 1.0)))
+                labels.append(label)
+    bar.close()
+    temperature = fit_temperature(np.array(log_probs).reshape(-1, 3), labels)
+    threshold, sweep = choose_threshold(films, temperature, max_wrong_rate=args.max_wrong)
+    chosen = next(s for s in sweep if s["threshold"] == threshold)
+    calibration = {
+        "temperature": round(temperature, 4),
+        "threshold": threshold,
+        "criterion": (
+            f"the lowest threshold whose wrong-name rate on the calibration films is at "
+            f"most {args.max_wrong}"
+        ),
+        "data": {
+            "source": "phantoms",
+            "seed": args.seed,
+            "films": args.n,
+            "render_px": args.render_px,
+            "appearance": args.appearance,
+            "header_prior": True,
+        },
+        "at_threshold": chosen,
+        "command": "pacsnode " + " ".join(args.argv),
+    }
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(
+            json.dumps({"calibration": calibration, "sweep": sweep}, indent=1) + "\n"
+        )
+    print(
+        f"temperature {temperature:.3f}; threshold {threshold:.2f}: identification "
+        f"{chosen['identification']:.3f}, wrong-name rate {chosen['wrong_name_rate']:.3f} "
+        f"({chosen['wrong']}/{chosen['named']}) on {args.n} films"
+    )
+    if not args.dry_run:
+        path = (models / MODEL_FILES["identifier"]).with_suffix(".json")
+        manifest = json.loads(path.read_text())
+        manifest["calibration"] = calibration
+        path.write_text(json.dumps(manifest, indent=1) + "\n")
+        print(f"wrote the calibration into {path}")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -21,7 +21,15 @@ from pacsnode.analysis.stack import Stack
 from pacsnode.training.annotations import AnnotatedFilm, phantom_film
 from pacsnode.training.phantom.geometry import polygon_mask
 
-__all__ = ["FilmScore", "Matched", "match_masks", "regression_figures", "score_film", "summarise"]
+__all__ = [
+    "FilmScore",
+    "Matched",
+    "match_film",
+    "match_masks",
+    "regression_figures",
+    "score_film",
+    "summarise",
+]
 
 IOU_MATCH = 0.5
 
@@ -111,6 +119,13 @@ def match_masks(
         used_t.add(j)
         pairs.append((i, j, iou, dice))
     return Matched(pairs, len(predicted), sum(t is not None for t in truth))
+
+
+def match_film(predicted: Sequence[NDArray[np.bool_]], film: AnnotatedFilm) -> Matched:
+    """The stack's masks matched to a film's annotated outlines (IoU > 0.5)."""
+    shape = film.image.shape
+    truth = [_Crop.of(polygon_mask(np.asarray(v.outline), shape)) for v in film.vertebrae]
+    return match_masks(predicted, truth)
 
 
 @dataclass
