@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument(
         "--start", type=int_at_least(0), default=0, help="index of the first case (default 0)"
     )
+    ph.add_argument(
+        "--renderer",
+        choices=["phantom", "drr"],
+        default="phantom",
+        help=(
+            "phantom (default): the 2-D physical model; drr: a 3-D spine projected by a cone "
+            "beam, with a detector chain of its own"
+        ),
+    )
     ph.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     ph.add_argument("--quiet", action="store_true", help="no progress bar")
     ph.set_defaults(func=_cmd_phantom)
@@ -305,8 +314,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pacsnode.training.phantom import make_phantom, write_phantom
+    from pacsnode.training.phantom import make_drr_phantom, make_phantom, write_phantom
 
+    make = make_drr_phantom if args.renderer == "drr" else make_phantom
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise PacsnodeError(f"--out {out} exists and is not a directory")
@@ -319,7 +329,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     written = []
     bar = tqdm(indices, desc="phantoms", unit="film", disable=args.quiet, file=sys.stderr)
     for index in bar:
-        phantom = make_phantom(args.seed, index, args.region)
+        phantom = make(args.seed, index, args.region)
         try:
             paths = write_phantom(phantom, out, preview=not args.no_preview)
         except OSError as exc:
@@ -339,6 +349,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         "start": args.start,
         "n": args.n,
         "region": args.region,
+        "renderer": args.renderer,
         "cases": written,
     }
     (out / f"phantoms-seed{args.seed}.json").write_text(json.dumps(manifest, indent=1))

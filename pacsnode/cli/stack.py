@@ -14,7 +14,10 @@ from pacsnode.cli._args import int_at_least
 from pacsnode.cli.segmenter import TEST_SEED
 from pacsnode.errors import PacsnodeError
 
-__all__ = ["add_stack_commands", "data_seeds", "markdown_report"]
+__all__ = ["DRR_TIER", "add_stack_commands", "data_seeds", "markdown_report"]
+
+DRR_TIER = "drr"
+"""The tier of films from the second renderer (:mod:`pacsnode.training.phantom.drr`)."""
 
 
 def add_stack_commands(model_parser: Callable[..., argparse.ArgumentParser]) -> None:
@@ -52,8 +55,9 @@ def add_stack_commands(model_parser: Callable[..., argparse.ArgumentParser]) -> 
         default="randomised,scanned",
         help=(
             "comma-separated phantom tiers, reported side by side: 'randomised' (the "
-            "training families, in family), 'classic', a single family, or a held-out "
-            "family such as 'scanned' (out of family). Default: randomised,scanned"
+            "training families, in family), 'classic', a single family, a held-out "
+            "family such as 'scanned' (out of family), or 'drr' (films of the 3-D "
+            "cone-beam renderer). Default: randomised,scanned"
         ),
     )
     ev.add_argument(
@@ -120,7 +124,12 @@ def _render(
     from pacsnode.training.phantom.dicom import body_part_examined
 
     seed, index, render_px, appearance, no_header = job
-    phantom = make_phantom(seed, index, size_px=render_px, appearance=appearance)
+    if appearance == DRR_TIER:
+        from pacsnode.training.phantom import make_drr_phantom
+
+        phantom = make_drr_phantom(seed, index, size_px=render_px)
+    else:
+        phantom = make_phantom(seed, index, size_px=render_px, appearance=appearance)
     region = phantom.scene.region
     references = None if no_header else references_for([body_part_examined(region)])
     return phantom_film(phantom), region, phantom.truth, references
@@ -154,11 +163,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from pacsnode.training.phantom.appearance import ALL_FAMILIES, RANDOMISED
 
-        unknown = [t for t in tiers if t != RANDOMISED and t not in ALL_FAMILIES]
+        unknown = [t for t in tiers if t not in (RANDOMISED, DRR_TIER, *ALL_FAMILIES)]
         if unknown or not tiers:
             raise PacsnodeError(
                 f"unknown appearance {unknown or args.appearance!r}; expected "
-                f"{RANDOMISED!r} or families of {ALL_FAMILIES}"
+                f"{RANDOMISED!r}, {DRR_TIER!r} or families of {ALL_FAMILIES}"
             )
     results: dict[str, Any] = {}
     for tier in tiers:
@@ -199,6 +208,11 @@ def _tier_notes(tiers: list[str]) -> dict[str, str]:
     for t in tiers:
         if t in HELD_OUT_FAMILIES:
             notes[t] = "out of family: never used for training, validation or tuning"
+        elif t == DRR_TIER:
+            notes[t] = (
+                "out of renderer: 3-D spine projected by cone-beam ray casting, never used "
+                "for training, validation or tuning"
+            )
         elif t == RANDOMISED:
             notes[t] = "in family: one training family drawn per film"
         else:
