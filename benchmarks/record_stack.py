@@ -3,7 +3,7 @@
 that ``tests/regression/test_shipped_stack.py`` re-runs.
 
 Usage: python benchmarks/record_stack.py --evaluation benchmarks/results/stack_eval.json
-           [--seed 9000 --start 0 --n 4 --size-px 1000]
+           [--seed 9000 --start 0 --n 4 --size-px 1000 --out-of-family scanned --n-oof 6]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--size-px", type=int, default=1000)
+    parser.add_argument("--out-of-family", default="scanned", help="held-out family")
+    parser.add_argument("--n-oof", type=int, default=6)
     args = parser.parse_args()
     stack = Stack.load(DEFAULT_MODELS_DIR)
     evaluation = json.loads(args.evaluation.read_text())
@@ -32,21 +34,33 @@ def main() -> None:
     figures = regression_figures(
         stack, seed=args.seed, start=args.start, n=args.n, size_px=args.size_px
     )
+    oof = regression_figures(
+        stack,
+        seed=args.seed,
+        start=args.start,
+        n=args.n_oof,
+        size_px=args.size_px,
+        appearance=args.out_of_family,
+    )
+    keys = (
+        "films",
+        "vertebrae",
+        "recall",
+        "precision",
+        "dice",
+        "naming",
+        "region",
+        "fractures",
+        "by_region",
+    )
     record = {
-        "schema": "pacsnode-stack-record/1",
+        "schema": "pacsnode-stack-record/2",
         "models": stack.versions,
         "evaluation": {
-            key: evaluation[key]
-            for key in (
-                "data",
-                "films",
-                "vertebrae",
-                "recall",
-                "precision",
-                "dice",
-                "identification",
-                "by_region",
-            )
+            "data": evaluation["data"],
+            "tiers": {
+                name: {key: tier[key] for key in keys} for name, tier in evaluation["tiers"].items()
+            },
         },
         "evaluation_file": str(args.evaluation),
         "regression": {
@@ -54,12 +68,25 @@ def main() -> None:
             "start": args.start,
             "n": args.n,
             "size_px": args.size_px,
+            "appearance": "classic",
             "figures": figures,
+        },
+        "regression_out_of_family": {
+            "seed": args.seed,
+            "start": args.start,
+            "n": args.n_oof,
+            "size_px": args.size_px,
+            "appearance": args.out_of_family,
+            "figures": oof,
         },
     }
     out = DEFAULT_MODELS_DIR / "stack.json"
     out.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    print(json.dumps(record["regression"], indent=1, default=float))
+    print(
+        json.dumps(
+            [record["regression"], record["regression_out_of_family"]], indent=1, default=float
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "AMBIGUITY",
     "FRAGMENT",
     "GAP_RATIO",
     "REFERENCES",
@@ -297,19 +298,50 @@ def pick_reference(
     prob
         (N, len(classes)) probabilities of each vertebra's class.
     """
+    reference, _ = _reference_or_doubt(prob, allowed, threshold, classes, AMBIGUITY_OFF)
+    return reference
+
+
+AMBIGUITY_OFF: Final = -1.0
+
+
+AMBIGUITY: Final = 0.1
+"""A chain has one C2 and one S1: when another vertebra looks as much like the reference
+(its probability within this of the reference's, and over the threshold), the stack cannot
+tell which one it is and names neither. On validation films (seed 3000) the one chain
+named from a false "S1" below the true one had them at 0.99 and 0.98."""
+
+
+def _reference_or_doubt(
+    prob: NDArray[np.floating],
+    allowed: frozenset[str],
+    threshold: float,
+    classes: Sequence[str],
+    ambiguity: float = 0.0,
+) -> tuple[tuple[int, str, float] | None, str | None]:
+    """:func:`pick_reference`, and why none was taken although a candidate was there:
+    another vertebra over the threshold within ``ambiguity`` of the reference's
+    probability (none is looked for with a negative ``ambiguity``)."""
     candidates = []
     for k, name in enumerate(classes):
         if name not in REFERENCES or name not in allowed:
             continue
-        hits = np.flatnonzero(np.asarray(prob)[:, k] >= threshold)
+        column = np.asarray(prob)[:, k]
+        hits = np.flatnonzero(column >= threshold)
         if hits.size == 0:
             continue
         index = int(hits[0] if name == "C2" else hits[-1])
-        candidates.append((float(prob[index, k]), index, name))
+        candidates.append((float(column[index]), index, name, column, hits))
     if not candidates:
-        return None
-    p, index, name = max(candidates)
-    return index, name, p
+        return None, None
+    p, index, name, column, hits = max(candidates, key=lambda c: c[0])
+    rivals = [int(i) for i in hits if ambiguity >= 0 and i != index and column[i] >= p - ambiguity]
+    if rivals:
+        return None, (
+            f"{len(rivals) + 1} vertebrae look like {name} (p {p:.2f} and "
+            f"{max(float(column[i]) for i in rivals):.2f})"
+        )
+    return (index, name, p), None
 
 
 @dataclass(frozen=True)
@@ -330,11 +362,15 @@ class NamingInputs:
         """Names at reference ``threshold``: (names, the reference used or None, the reason
         for abstaining or None). A chain that fails :func:`naming_doubt` gets positions."""
         count = len(self.sizes)
-        reference = (
-            pick_reference(self.probabilities, self.references, threshold)
+        reference, ambiguous = (
+            _reference_or_doubt(
+                self.probabilities, self.references, threshold, ("other", *REFERENCES), AMBIGUITY
+            )
             if len(self.probabilities)
-            else None
+            else (None, None)
         )
+        if ambiguous is not None:
+            return name_chain(count, None), None, ambiguous
         skipped = skipped_vertebrae(
             self.centres, self.sizes, reference=None if reference is None else reference[0]
         )

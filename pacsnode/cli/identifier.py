@@ -165,7 +165,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         true_of: list[str | None] = [None] * len(result.reading.vertebrae)
         for i, j, _, _ in found.pairs:
             true_of[i] = film.vertebrae[j].label
-        films.append(CalibrationFilm(result.naming, true_of))
+        films.append(CalibrationFilm(result.naming, true_of, phantom.case_id))
         prob = result.naming.probabilities
         for i, label in enumerate(true_of):
             if label is not None and i < len(prob):

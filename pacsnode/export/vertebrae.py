@@ -100,6 +100,9 @@ DEFORMITY_SHAPES = {
 """By :class:`~pacsnode.analysis.findings.Deformity` value."""
 HEIGHT_REDUCTION = Code("HEIGHT-LOSS", LOCAL_SCHEME, "Vertebral body height reduction")
 """In %: the lowest height against the expected one, as Genant grades it."""
+GRADE_PROBABILITY = Code("GRADE-PROB", LOCAL_SCHEME, "Probability the Genant grade is right")
+"""In [0, 1] (UCUM "1"): the measured height loss against the grade's band, given the
+measurement error (:func:`pacsnode.analysis.findings.grade_confidence`)."""
 LABEL_PROBABILITY = Code("LABEL-PROB", LOCAL_SCHEME, "Probability the vertebra label is right")
 """In [0, 1] (UCUM "1"); written for identified vertebrae only: a positional label makes
 no claim to be right or wrong."""
@@ -251,6 +254,13 @@ def _measurements(vertebra: Vertebra, code: Code, spacing: PixelSpacing) -> list
                 name=HEIGHT_REDUCTION,
                 value=100.0 * float(vertebra.finding.height_loss),
                 unit=codes.UCUM.Percent,
+            )
+        )
+        out.append(
+            hd.sr.Measurement(
+                name=GRADE_PROBABILITY,
+                value=round(float(vertebra.finding.confidence), 4),
+                unit=codes.UCUM.NoUnits,
             )
         )
     if vertebra.identified:

@@ -361,24 +361,44 @@ def fracture_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
 
 
 def regression_figures(
-    stack: Stack, *, seed: int, start: int, n: int, size_px: int | None
+    stack: Stack,
+    *,
+    seed: int,
+    start: int,
+    n: int,
+    size_px: int | None,
+    appearance: str = "classic",
 ) -> dict[str, Any]:
-    """The figures a regression run records and checks: detection, Dice and the labels
-    given, on phantoms ``seed``-``start`` … of the given size."""
+    """The figures a regression run records and checks: detection, Dice, naming (with the
+    header's region as the node reads it), region and the labels given, on phantoms
+    ``seed``-``start`` … of the given size and appearance."""
+    from pacsnode.analysis.naming import references_for
     from pacsnode.training.phantom import make_phantom
+    from pacsnode.training.phantom.dicom import body_part_examined
 
     scores = []
     labels = []
     for index in range(start, start + n):
-        phantom = make_phantom(seed, index, size_px=size_px)
-        score = score_film(stack, phantom_film(phantom), phantom.scene.region)
+        phantom = make_phantom(seed, index, size_px=size_px, appearance=appearance)
+        region = phantom.scene.region
+        score = score_film(
+            stack,
+            phantom_film(phantom),
+            region,
+            truth=phantom.truth,
+            references=references_for([body_part_examined(region)]),
+        )
         scores.append(score)
         labels.append([given for _, given, _ in score.labels])
     summary = summarise(scores)
+    naming = summary["naming"]["cervical_and_lumbar"]
     return {
         "recall": summary["recall"],
         "precision": summary["precision"],
         "dice": summary["dice"]["mean"],
-        "identification_accuracy": summary["identification"]["accuracy"],
+        "identification_accuracy": naming["identification"],
+        "wrong_name_rate": naming["wrong_name_rate"],
+        "region_sensitivity": summary["region"]["sensitivity"]["mean"],
+        "region_specificity": summary["region"]["specificity"]["mean"],
         "labels": labels,
     }

@@ -174,13 +174,15 @@ def describe(reading: SpineReading) -> str:
         return "spine region found, no vertebra segmented"
     labels = [v.label for v in reading.vertebrae]
     span = labels[0] if count == 1 else f"{labels[0]}-{labels[-1]}"
-    if reading.reference is None:
+    if reading.reference is None and reading.abstention is not None:
+        naming = f"not identified (positions only: {reading.abstention})"
+    elif reading.reference is None:
         naming = "not identified (positions only)"
     else:
         confidence = max(v.confidence for v in reading.vertebrae)
         naming = f"named from {reading.reference} (p {confidence:.2f})"
     graded = [
-        f"{v.label} grade {v.finding.grade}"
+        f"{v.label} grade {v.finding.grade} (p {v.finding.confidence:.2f})"
         for v in reading.vertebrae
         if v.finding is not None and v.finding.grade > 0
     ]

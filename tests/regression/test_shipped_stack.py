@@ -12,6 +12,7 @@ import pytest
 from pacsnode.analysis.stack import MODEL_FILES, Stack
 from pacsnode.analysis.weights import file_sha256
 from pacsnode.cli.stack import data_seeds
+from pacsnode.training.phantom.appearance import HELD_OUT_FAMILIES
 from pacsnode.training.stack_eval import regression_figures
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -33,6 +34,10 @@ def test_each_weight_file_matches_its_manifest(kind, record) -> None:
     # The recorded evaluation is on films none of the networks saw.
     assert record["evaluation"]["data"]["seed"] not in data_seeds(manifest)
     assert record["regression"]["seed"] not in data_seeds(manifest)
+    # Nor did any network see the out-of-family appearance.
+    held_out = record["regression_out_of_family"]["appearance"]
+    assert held_out in HELD_OUT_FAMILIES
+    assert held_out not in json.dumps(manifest["training"])
 
 
 def test_the_record_names_the_shipped_networks(record) -> None:
@@ -60,3 +65,21 @@ def test_the_shipped_stack_reproduces_its_recorded_figures(record) -> None:
         a == b for a, b in zip(measured["labels"], recorded["figures"]["labels"], strict=True)
     )
     assert same >= len(recorded["figures"]["labels"]) - 1  # one film may differ by rounding
+
+
+def test_out_of_family_figures_hold(record) -> None:
+    """The stack on films of an appearance family it was never trained, validated or
+    tuned on: its recorded figures, and above all no more wrong names than recorded."""
+    recorded = record["regression_out_of_family"]
+    measured = regression_figures(
+        Stack.load(MODELS),
+        seed=recorded["seed"],
+        start=recorded["start"],
+        n=recorded["n"],
+        size_px=recorded["size_px"],
+        appearance=recorded["appearance"],
+    )
+    figures = recorded["figures"]
+    for key in ("recall", "precision", "dice", "identification_accuracy", "region_sensitivity"):
+        assert measured[key] == pytest.approx(figures[key], abs=TOLERANCE), key
+    assert measured["wrong_name_rate"] <= figures["wrong_name_rate"] + TOLERANCE

@@ -34,11 +34,11 @@ def test_a_normal_chain_has_no_findings() -> None:
 def test_wedge_biconcave_and_crush() -> None:
     chain = [
         body(30, 30, 30),
-        body(21, 27, 30),  # anterior 30 % lower: moderate wedge
+        body(17, 27, 30),  # anterior 43 % lower: moderate wedge, past 25 % + margin
         body(30, 30, 30),
         body(30, 23, 30),  # middle 23 % lower: mild biconcave
         body(30, 30, 30),
-        body(16, 16, 17),  # flattened as a whole, 47 % below its neighbours: severe crush
+        body(13, 13, 14),  # flattened as a whole, 57 % below its neighbours: severe crush
         body(30, 30, 30),
     ]
     findings = read_findings(chain)
@@ -51,11 +51,37 @@ def test_wedge_biconcave_and_crush() -> None:
         (3, Deformity.CRUSH),
         (0, Deformity.NONE),
     ]
-    assert findings[1].height_loss == pytest.approx(0.3)
+    assert findings[1].height_loss == pytest.approx(13 / 30)
     assert findings[5].expected_height == 30
 
 
 def test_an_empty_chain_and_a_lone_body() -> None:
     assert read_findings([]) == []
-    [alone] = read_findings([body(20, 28, 30)])
+    [alone] = read_findings([body(17, 28, 30)])
     assert alone.grade == 2 and alone.deformity is Deformity.WEDGE
+
+
+def test_a_moderate_grade_needs_its_margin() -> None:
+    from pacsnode.analysis.findings import MODERATE_MARGIN, called_grade
+
+    assert called_grade(0.26) == 1  # just past 25 %: mild, not moderate
+    assert called_grade(0.25 + MODERATE_MARGIN + 0.001) == 2
+    assert called_grade(0.41) == 2  # just past 40 %: moderate, not severe
+    assert called_grade(0.40 + MODERATE_MARGIN + 0.001) == 3
+    assert called_grade(0.22) == 1 and called_grade(0.1) == 0
+
+
+def test_grade_confidence_is_a_probability_that_falls_near_the_bounds() -> None:
+    from pacsnode.analysis.findings import grade_confidence
+
+    assert grade_confidence(0.02, 0, sd=0.06) > 0.99
+    assert grade_confidence(0.19, 0, sd=0.06) < 0.65
+    assert grade_confidence(0.6, 3, sd=0.06) > 0.99
+    total = sum(grade_confidence(0.23, g) for g in range(4))
+    assert total == pytest.approx(1.0)
+    assert grade_confidence(0.32, 2) > grade_confidence(0.27, 2)
+
+
+def test_findings_carry_their_confidence() -> None:
+    chain = [body(30.0, 30.0, 30.0), body(30.0, 30.0, 30.0), body(30.0, 30.0, 30.0)]
+    assert all(0.9 < f.confidence <= 1.0 for f in read_findings(chain))

@@ -134,3 +134,35 @@ def test_body_size_must_fit_the_reference_region() -> None:
 
 def test_no_reference_no_doubt() -> None:
     assert naming_doubt(name_chain(4, None), None, [15.0] * 4) is None
+
+
+def _inputs(prob, n=None, sizes_mm=None, references=frozenset({"C2", "S1"})):
+    import numpy as np
+
+    from pacsnode.analysis.naming import NamingInputs
+
+    prob = np.asarray(prob, float)
+    n = len(prob) if n is None else n
+    return NamingInputs(
+        prob, [(50.0, 20.0 + 30 * i) for i in range(n)], [25.0] * n, sizes_mm, references
+    )
+
+
+def test_two_vertebrae_that_look_alike_leave_the_chain_unnamed() -> None:
+    # The sacrum below S1 at 0.99, the true S1 at 0.98: which is S1 cannot be told.
+    table = [[1, 0, 0], [1, 0, 0], [0.02, 0, 0.98], [0.01, 0, 0.99]]
+    names, reference, doubt = _inputs(table).name(0.5)
+    assert reference is None and "look like S1" in doubt
+    assert not any(n.identified for n in names)
+    # A clear S1 with a weaker look-alike above it is still named.
+    table = [[1, 0, 0], [1, 0, 0], [0.4, 0, 0.6], [0.01, 0, 0.99]]
+    names, reference, doubt = _inputs(table).name(0.5)
+    assert reference == (3, "S1", pytest.approx(0.99)) and doubt is None
+    assert [n.label for n in names] == ["L3", "L4", "L5", "S1"]
+
+
+def test_the_header_and_the_threshold_decide_together() -> None:
+    table = [[0.1, 0.9, 0.0], [1, 0, 0], [1, 0, 0], [1, 0, 0]]
+    assert _inputs(table).name(0.5)[1] == (0, "C2", pytest.approx(0.9))
+    assert _inputs(table).name(0.95)[1] is None
+    assert _inputs(table, references=frozenset({"S1"})).name(0.5)[1] is None

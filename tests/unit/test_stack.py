@@ -157,13 +157,20 @@ def test_the_audit_sentence_names_the_span_and_the_grades() -> None:
     outline = np.array([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0]])
 
     def vertebra(label: str, grade: int) -> Vertebra:
-        finding = Finding(0.3 if grade else 0.0, grade, Deformity.WEDGE, 10.0)
+        finding = Finding(0.3 if grade else 0.0, grade, Deformity.WEDGE, 10.0, 0.8)
         return Vertebra(label, 0.97, True, mask, outline, (1.0, 1.0), None, finding, "agreement")
 
     reading = SpineReading((vertebra("C2", 0), vertebra("C3", 2)), "C2", {})
-    assert describe(reading) == "2 vertebrae C2-C3, named from C2 (p 0.97); deformity: C3 grade 2"
+    assert (
+        describe(reading)
+        == "2 vertebrae C2-C3, named from C2 (p 0.97); deformity: C3 grade 2 (p 0.80)"
+    )
     positional = SpineReading((vertebra("V1", 0),), None, {})
     assert describe(positional) == "1 vertebra V1, not identified (positions only)"
+    doubted = SpineReading((vertebra("V1", 0),), None, {}, abstention="1 bodies above C2")
+    assert describe(doubted) == (
+        "1 vertebra V1, not identified (positions only: 1 bodies above C2)"
+    )
 
 
 def test_true_centres_give_true_outlines_through_the_instance_path() -> None:

@@ -31,6 +31,7 @@ class CalibrationFilm:
 
     inputs: NamingInputs
     truth: Sequence[str | None]
+    case_id: str = ""
 
 
 def _class_of(label: str) -> int:
@@ -67,6 +68,7 @@ def with_temperature(prob: NDArray[np.floating], t: float) -> NDArray[np.float64
 
 def _sweep_one(films: Sequence[CalibrationFilm], t: float, threshold: float) -> dict[str, Any]:
     named = wrong = right = matched = 0
+    wrong_films: list[str] = []
     for film in films:
         inputs = NamingInputs(
             with_temperature(film.inputs.probabilities, t)
@@ -78,14 +80,18 @@ def _sweep_one(films: Sequence[CalibrationFilm], t: float, threshold: float) -> 
             film.inputs.references,
         )
         names, _, _ = inputs.name(threshold)
+        film_wrong = 0
         for given, true in zip(names, film.truth, strict=True):
             if true is None:
                 continue
             matched += 1
             if given.identified:
                 named += 1
-                wrong += given.label != true
+                film_wrong += given.label != true
                 right += given.label == true
+        wrong += film_wrong
+        if film_wrong:
+            wrong_films.append(film.case_id)
     return {
         "threshold": threshold,
         "matched": matched,
@@ -93,6 +99,7 @@ def _sweep_one(films: Sequence[CalibrationFilm], t: float, threshold: float) -> 
         "wrong": wrong,
         "identification": right / max(matched, 1),
         "wrong_name_rate": wrong / named if named else 0.0,
+        "films_with_wrong_names": wrong_films,
     }
 
 
