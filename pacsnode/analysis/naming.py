@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "AMBIGUITY",
+    "DENS_RATIO",
     "FRAGMENT",
     "GAP_RATIO",
     "REFERENCES",
@@ -239,16 +240,24 @@ Adult cervical bodies are some 15 x 15 mm on a lateral film, lumbar ones 30 x 35
 LUMBAR_MIN_MM: Final = 20.0
 """Smallest median body size (mm) of a chain named from S1."""
 
+DENS_RATIO: Final = 1.15
+"""The body taken for C2 carries the dens: its size (square root of the area) is at least
+this many times the median of the next two bodies'. On the outlines of 80 training
+phantoms (seed 1000) C2 against C3 ran from 1.20 to 1.41 and C3 against C4 from 0.87 to
+1.14: a "C2" no larger than the bodies below it is a C3 whose C2 was missed."""
+
 
 def naming_doubt(
     named: Sequence[Named],
     reference: tuple[int, str, float] | None,
     sizes_mm: Sequence[float] | None = None,
+    sizes: Sequence[float] | None = None,
 ) -> str | None:
     """Why a named chain should not be trusted, or None when it holds together.
 
     Checked: the reference is at its end of the chain (nothing above C2, which leaves no
     body for a "C1"; nothing below S1); the walk did not run past the end of the spine;
+    C2 is larger than the bodies below it, as its dens makes it (:data:`DENS_RATIO`);
     and, when the film has a pixel spacing, the bodies have the size of the region the
     reference belongs to (:data:`CERVICAL_MAX_MM`, :data:`LUMBAR_MIN_MM`).
 
@@ -260,6 +269,9 @@ def naming_doubt(
         ``(index, name, confidence)`` it was named from, or None.
     sizes_mm
         Each body's size (square root of its area) in mm, head first; None without spacing.
+    sizes
+        The same in any unit (pixels), for the size of C2 against the bodies below it
+        (:data:`DENS_RATIO`); None leaves that unchecked.
     """
     if reference is None:
         return None
@@ -270,6 +282,13 @@ def naming_doubt(
         return f"{len(named) - 1 - index} bodies below the vertebra taken for S1"
     if any(not n.identified for n in named):
         return "the chain runs past the end of the spine from the reference"
+    if name == "C2" and sizes is not None and len(sizes) >= index + 3:
+        below = float(np.median(np.asarray(sizes[index + 1 : index + 3], np.float64)))
+        if below > 0 and sizes[index] < DENS_RATIO * below:
+            return (
+                f"the vertebra taken for C2 is {sizes[index] / below:.2f} times the size "
+                "of the bodies below it: no dens"
+            )
     if sizes_mm is not None and len(sizes_mm) > 0:
         median = float(np.median(np.asarray(sizes_mm, np.float64)))
         if name == "C2" and median > CERVICAL_MAX_MM:
@@ -375,7 +394,7 @@ class NamingInputs:
             self.centres, self.sizes, reference=None if reference is None else reference[0]
         )
         names = name_chain(count, reference, skipped)
-        doubt = naming_doubt(names, reference, self.sizes_mm)
+        doubt = naming_doubt(names, reference, self.sizes_mm, self.sizes)
         if doubt is not None:
             names = name_chain(count, None)
         return names, reference, doubt

@@ -166,3 +166,10 @@ def test_the_header_and_the_threshold_decide_together() -> None:
     assert _inputs(table).name(0.5)[1] == (0, "C2", pytest.approx(0.9))
     assert _inputs(table).name(0.95)[1] is None
     assert _inputs(table, references=frozenset({"S1"})).name(0.5)[1] is None
+
+
+def test_a_c2_without_its_dens_is_doubted() -> None:
+    neck = name_chain(5, (0, "C2", 0.99))
+    assert naming_doubt(neck, (0, "C2", 0.99), None, [60.0, 48.0, 49.0, 50.0, 51.0]) is None
+    doubt = naming_doubt(neck, (0, "C2", 0.99), None, [50.0, 49.0, 50.0, 52.0, 51.0])
+    assert "no dens" in doubt
