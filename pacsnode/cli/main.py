@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=int_at_least(0), default=0, help="index of the first case (default 0)"
     )
     ph.add_argument(
+        "--appearance",
+        default="classic",
+        help=(
+            "2-D renderer's appearance family: classic (default), flat, enhanced, cr-grid, "
+            "export, the held-out scanned (for test sets only), or randomised (a training "
+            "family per film)"
+        ),
+    )
+    ph.add_argument(
         "--renderer",
         choices=["phantom", "drr"],
         default="phantom",
@@ -315,8 +324,17 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pacsnode.training.phantom import make_drr_phantom, make_phantom, write_phantom
+    from pacsnode.training.phantom.appearance import ALL_FAMILIES, RANDOMISED
 
-    make = make_drr_phantom if args.renderer == "drr" else make_phantom
+    if args.appearance not in (RANDOMISED, *ALL_FAMILIES):
+        raise PacsnodeError(
+            f"unknown appearance {args.appearance!r}; expected {RANDOMISED!r} or one of "
+            f"{ALL_FAMILIES}"
+        )
+    if args.renderer == "drr":
+        make = make_drr_phantom
+    else:
+        make = functools.partial(make_phantom, appearance=args.appearance)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise PacsnodeError(f"--out {out} exists and is not a directory")
