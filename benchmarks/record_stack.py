@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pacsnode.analysis.stack import Stack
+from pacsnode.analysis.stack import MODEL_FILES, Stack
 from pacsnode.analysis.weights import DEFAULT_MODELS_DIR
 from pacsnode.training.stack_eval import regression_figures
 
@@ -80,6 +80,25 @@ def main() -> None:
             "figures": oof,
         },
     }
+    summary = {
+        name: {
+            "recall": tier["recall"],
+            "precision": tier["precision"],
+            "dice": tier["dice"]["mean"],
+            "identification": tier["naming"]["cervical_and_lumbar"]["identification"],
+            "wrong_name_rate": tier["naming"]["cervical_and_lumbar"]["wrong_name_rate"],
+        }
+        for name, tier in evaluation["tiers"].items()
+    }
+    for kind in MODEL_FILES:
+        path = (DEFAULT_MODELS_DIR / MODEL_FILES[kind]).with_suffix(".json")
+        manifest = json.loads(path.read_text())
+        manifest.setdefault("evaluation", {})["whole_stack"] = {
+            "file": "models/stack.json",
+            "data": evaluation["data"],
+            "tiers": summary,
+        }
+        path.write_text(json.dumps(manifest, indent=1) + "\n")
     out = DEFAULT_MODELS_DIR / "stack.json"
     out.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(
