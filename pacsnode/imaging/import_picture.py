@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pacsnode.errors import ImageReadError, ReadFailure
 from pacsnode.export.identity import NodeIdentity
 from pacsnode.export.uids import import_uids
-from pacsnode.imaging.reader import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, MIN_SIDE
+from pacsnode.imaging.reader import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, check_dimensions
 
 __all__ = [
     "GREY_TOLERANCE",
@@ -115,17 +115,13 @@ def picture_pixels(
                 ReadFailure.NOT_DICOM, f"the file is {im.format}, not DICOM, PNG or JPEG"
             )
         columns, rows = im.size
-        if (
-            not MIN_SIDE <= rows <= max_side
-            or not MIN_SIDE <= columns <= max_side
-            or rows * columns > max_pixels
-        ):
-            raise ImageReadError(
-                ReadFailure.ABSURD_DIMENSIONS,
-                f"the {fmt} is {rows} × {columns} pixels (rows × columns); pictures of "
-                f"{MIN_SIDE} to {max_side} pixels a side and at most {max_pixels:,} pixels "
-                "are read",
-            )
+        check_dimensions(
+            rows,
+            columns,
+            f"the {fmt} is {rows} × {columns} pixels (rows × columns); pictures",
+            max_side,
+            max_pixels,
+        )
         frames = int(getattr(im, "n_frames", 1))
         if frames > 1:
             raise ImageReadError(

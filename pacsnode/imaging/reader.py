@@ -270,6 +270,23 @@ class _Layout:
     photometric: str
 
 
+def check_dimensions(
+    rows: int, columns: int, described: str, max_side: int, max_pixels: int
+) -> None:
+    """Refuse an image whose size is absurd, before any pixel is decoded: ``described``
+    opens the message ("Rows × Columns … are 1 × 2; films"), the limits close it."""
+    if (
+        not MIN_SIDE <= rows <= max_side
+        or not MIN_SIDE <= columns <= max_side
+        or rows * columns > max_pixels
+    ):
+        raise ImageReadError(
+            ReadFailure.ABSURD_DIMENSIONS,
+            f"{described} of {MIN_SIDE} to {max_side} pixels a side and at most "
+            f"{max_pixels:,} pixels are read",
+        )
+
+
 def read_film(
     source: FilmSource,
     *,
@@ -561,17 +578,13 @@ def _check(parsed: _Parsed, *, max_side: int, max_pixels: int) -> _Layout:
 
     rows = _int_attr(ds, "Rows", None)
     columns = _int_attr(ds, "Columns", None)
-    if (
-        not MIN_SIDE <= rows <= max_side
-        or not MIN_SIDE <= columns <= max_side
-        or rows * columns > max_pixels
-    ):
-        raise ImageReadError(
-            ReadFailure.ABSURD_DIMENSIONS,
-            f"Rows × Columns (0028,0010/0011) are {rows} × {columns}; films of "
-            f"{MIN_SIDE} to {max_side} pixels a side and at most {max_pixels:,} pixels "
-            "are read",
-        )
+    check_dimensions(
+        rows,
+        columns,
+        f"Rows × Columns (0028,0010/0011) are {rows} × {columns}; films",
+        max_side,
+        max_pixels,
+    )
 
     bits_allocated = _int_attr(ds, "BitsAllocated", None)
     bits_stored = _int_attr(ds, "BitsStored", None)

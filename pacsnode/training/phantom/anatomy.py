@@ -243,7 +243,8 @@ def _measure(shape: _BodyShape, to_world) -> tuple[Polygon, dict, NDArray, NDArr
 # The scene
 
 
-def _chain_labels(region: str, rng: np.random.Generator) -> tuple[list[str], str, str]:
+def chain_labels(region: str, rng: np.random.Generator) -> tuple[list[str], str, str]:
+    """Labels of the modelled chain, and the first/last that the field is framed on."""
     """Labels of the modelled chain, and the first/last that the field is framed on."""
     if region == "cervical":
         last = str(rng.choice(["C7", "T1", "T1", "T2"]))
@@ -397,7 +398,7 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
     """Draw one random lateral film of ``region`` ("cervical", "lumbar" or "chest")."""
     if region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
-    labels, first, last = _chain_labels(region, rng)
+    labels, first, last = chain_labels(region, rng)
     placed = _place_chain(labels, rng, region)
     osteoporotic = rng.random() < 0.2
     bone = 0.55 if osteoporotic else 1.0

@@ -8,7 +8,6 @@ top-left pixel, measured in the isocentre plane (the patient plane of the DICOM 
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,13 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from scipy.ndimage import affine_transform, gaussian_filter, map_coordinates
 from skimage.measure import find_contours
 
 from pacsnode.training.phantom.anatomy import REGIONS, Scene, VertebraTruth
 from pacsnode.training.phantom.appearance import Appearance
-from pacsnode.training.phantom.dicom import COMPRESSED_SYNTAXES, Acquisition
 from pacsnode.training.phantom.drr_anatomy import (
     Column,
     Ellipsoid,
@@ -32,7 +30,7 @@ from pacsnode.training.phantom.drr_anatomy import (
     texture_tile,
     voxelise,
 )
-from pacsnode.training.phantom.generate import Phantom, _truth
+from pacsnode.training.phantom.generate import Phantom, _truth, draw_acquisition
 from pacsnode.training.phantom.geometry import nearest_vertex, resample_closed, signed_area
 from pacsnode.training.phantom.render import Radiograph
 
@@ -562,41 +560,6 @@ def _uid(seed: int, index: int, what: str) -> UID:
     return UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}")
 
 
-def _acquisition(
-    rng: np.random.Generator, size_mm: tuple[float, float], mag: float
-) -> tuple[tuple[float, float], Acquisition]:
-    """Detector pitch and encoding; widens a narrow field so the short side has 1000 px."""
-    w_mm, h_mm = size_mm
-    longest, shortest = max(w_mm, h_mm), min(w_mm, h_mm)
-    lo = max(0.1, longest * mag / MAX_SIDE_PX)
-    hi = min(0.2, shortest * mag / MIN_SIDE_PX)
-    det = float(rng.uniform(lo, hi)) if hi > lo else min(lo, 0.2)
-    pitch = det / mag
-    size_mm = (max(w_mm, MIN_SIDE_PX * pitch), max(h_mm, MIN_SIDE_PX * pitch))
-    roll = rng.random()
-    if roll < 0.5:
-        syntax = ExplicitVRLittleEndian
-    elif roll < 0.6:
-        syntax = ImplicitVRLittleEndian
-    else:
-        syntax = COMPRESSED_SYNTAXES[int(rng.integers(0, len(COMPRESSED_SYNTAXES)))]
-    basis = rng.random()
-    return size_mm, Acquisition(
-        detector_spacing_mm=round(det, 6),
-        magnification=mag,
-        write_magnification=basis < 0.85,
-        write_calibrated_spacing=basis >= 0.7,
-        bits_stored=int(rng.choice([12, 14, 15, 16])),
-        monochrome1=bool(rng.random() < 0.3),
-        transfer_syntax=syntax,
-        window_low_frac=float(rng.uniform(0.0, 0.1)),
-        window_high_frac=float(rng.uniform(0.85, 1.0)),
-        study_date=dt.date(2020, 1, 1) + dt.timedelta(days=int(rng.integers(0, 2400))),
-        patient_sex=str(rng.choice(["F", "M"])),
-        patient_age_years=int(rng.integers(18, 95)),
-    )
-
-
 def _pose(rng: np.random.Generator) -> tuple[str, float, float, float]:
     """Facing, in-plane rotation (deg), rotation about the long axis and tilt (rad)."""
     facing = "right" if rng.random() < 0.6 else "left"
@@ -659,7 +622,7 @@ def make_drr_phantom(
     a = np.deg2rad(rotation_deg)
     turned = (box - box.mean(0)) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T
     size = np.minimum(turned.max(0) - turned.min(0), MAX_SIDE_PX * 0.2 / mag)
-    size_mm, acq = _acquisition(
+    size_mm, acq = draw_acquisition(
         np.random.default_rng(acq_ss), (float(size[0]), float(size[1])), mag
     )
     w_mm, h_mm = size_mm

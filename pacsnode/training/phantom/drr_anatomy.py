@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter
 
-from pacsnode.training.phantom.anatomy import DIMENSIONS, REGIONS, SPINE_ORDER
+from pacsnode.training.phantom.anatomy import DIMENSIONS, REGIONS, SPINE_ORDER, chain_labels
 
 __all__ = [
     "BodyShape",
@@ -635,18 +635,6 @@ def _depth_ratio(label: str) -> float:
     return 1.3 if label == "S1" else 1.4
 
 
-def _chain_labels(region: str, rng: np.random.Generator) -> tuple[list[str], str, str]:
-    if region == "cervical":
-        last = str(rng.choice(["C7", "T1", "T1", "T2"]))
-        return SPINE_ORDER[: SPINE_ORDER.index("T3") + 1], "C2", last
-    if region == "lumbar":
-        first = str(rng.choice(["T11", "T12", "T12", "L1"]))
-        return SPINE_ORDER[SPINE_ORDER.index("T9") :], first, "S1"
-    first = str(rng.choice(["T1", "T2", "T3"]))
-    last = str(rng.choice(["T11", "T12", "L1"]))
-    return SPINE_ORDER[SPINE_ORDER.index("C6") : SPINE_ORDER.index("L3") + 1], first, last
-
-
 def _curvature(label: str, k: dict[str, float]) -> float:
     return k["cervical" if label[0] == "C" else "thoracic" if label[0] == "T" else "lumbar"]
 
@@ -1255,7 +1243,7 @@ def build_patient(rng: np.random.Generator, region: str) -> Patient:
     """Draw one random patient for a lateral film of ``region``."""
     if region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
-    labels, first, last = _chain_labels(region, rng)
+    labels, first, last = chain_labels(region, rng)
     osteoporotic = bool(rng.random() < 0.2)
     bone = 0.6 if osteoporotic else 1.0
     chain = _place_chain(labels, rng, region, bone)

@@ -71,11 +71,12 @@ class Phantom:
         )
 
 
-def _draw_acquisition(
-    rng: np.random.Generator, size_mm: tuple[float, float]
+def draw_acquisition(
+    rng: np.random.Generator, size_mm: tuple[float, float], magnification: float | None = None
 ) -> tuple[tuple[float, float], Acquisition]:
-    """Draw how a field of ``size_mm`` is acquired; returns the field, widened if needed."""
-    mag = float(rng.uniform(1.05, 1.25))
+    """Draw how a field of ``size_mm`` is acquired; returns the field, widened if needed.
+    ``magnification`` is drawn (1.05-1.25) unless the geometry gives it (the DRR)."""
+    mag = float(rng.uniform(1.05, 1.25)) if magnification is None else float(magnification)
     w_mm, h_mm = size_mm
     longest, shortest = max(w_mm, h_mm), min(w_mm, h_mm)
     lo = max(0.1, longest * mag / MAX_SIDE_PX)
@@ -142,7 +143,7 @@ def make_phantom(
     elif region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {(*REGIONS, 'mixed')}")
     scene = build_scene(scene_rng, region)
-    scene.size_mm, acq = _draw_acquisition(np.random.default_rng(acq_ss), scene.size_mm)
+    scene.size_mm, acq = draw_acquisition(np.random.default_rng(acq_ss), scene.size_mm)
     spacing = acq.patient_spacing_mm
     if size_px is not None:
         spacing = max(scene.size_mm) / float(size_px)
