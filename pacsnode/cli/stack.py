@@ -232,18 +232,20 @@ def markdown_report(table: dict[str, Any]) -> str:
         "False fracture calls: Genant >= 2 called on matched normal vertebrae.",
         "",
         "| tier | films | recall | precision | Dice | identification (C+L) | wrong-name rate "
-        "(C+L) | names given (C+L) | region sensitivity | region specificity | false "
-        "Genant >= 2 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "(C+L) | names given (C+L) | wrong-name rate (all films, chest included) | region "
+        "sensitivity | region specificity | false Genant >= 2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in tiers.items():
         n = t["naming"]["cervical_and_lumbar"]
+        a = t["naming"]["all_films"]
         r = t["region"]
         f = t["fractures"]
         lines.append(
             f"| {name} | {t['films']} | {t['recall']:.3f} | {t['precision']:.3f} | "
             f"{t['dice']['mean']:.3f} | {n['identification']:.3f} | {n['wrong_name_rate']:.3f} "
             f"({n['wrong_names']}/{n['named']}) | {n['named']}/{n['matched']} | "
+            f"{a['wrong_name_rate']:.3f} ({a['wrong_names']}/{a['named']}) | "
             f"{r['sensitivity']['mean']:.3f} | {r['specificity']['mean']:.3f} | "
             f"{f['false_grade2plus_rate']:.3f} ({f['false_grade2plus']}/{f['normal_measured']}) |"
         )

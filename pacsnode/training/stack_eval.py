@@ -326,6 +326,7 @@ def naming_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
     out = {
         "cervical_and_lumbar": figures([s for s in scores if s.region in ("cervical", "lumbar")])
     }
+    out["all_films"] = figures(scores)
     for region in sorted({s.region for s in scores if s.region}):
         out[region] = figures([s for s in scores if s.region == region])
     return out

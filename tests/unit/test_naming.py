@@ -125,11 +125,11 @@ def test_a_chain_running_past_the_spine_is_doubted() -> None:
 def test_body_size_must_fit_the_reference_region() -> None:
     neck = name_chain(6, (0, "C2", 0.9))
     assert naming_doubt(neck, (0, "C2", 0.9), [15.0] * 6) is None
-    assert "too large" in naming_doubt(neck, (0, "C2", 0.9), [32.0] * 6)
+    assert "too large" in naming_doubt(neck, (0, "C2", 0.9), [22.0] * 6)
     assert naming_doubt(neck, (0, "C2", 0.9), None) is None  # no spacing: not judged
     low_back = name_chain(6, (5, "S1", 0.9))
     assert naming_doubt(low_back, (5, "S1", 0.9), [30.0] * 6) is None
-    assert "too small" in naming_doubt(low_back, (5, "S1", 0.9), [14.0] * 6)
+    assert "too small" in naming_doubt(low_back, (5, "S1", 0.9), [21.0] * 6)
 
 
 def test_no_reference_no_doubt() -> None:
