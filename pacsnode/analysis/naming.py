@@ -322,11 +322,8 @@ def pick_reference(
     prob
         (N, len(classes)) probabilities of each vertebra's class.
     """
-    reference, _ = _reference_or_doubt(prob, allowed, threshold, classes, AMBIGUITY_OFF)
+    reference, _ = _reference_or_doubt(prob, allowed, threshold, classes)
     return reference
-
-
-AMBIGUITY_OFF: Final = -1.0
 
 
 AMBIGUITY: Final = 0.1
@@ -341,11 +338,11 @@ def _reference_or_doubt(
     allowed: frozenset[str],
     threshold: float,
     classes: Sequence[str],
-    ambiguity: float = 0.0,
+    ambiguity: float | None = None,
 ) -> tuple[tuple[int, str, float] | None, str | None]:
     """:func:`pick_reference`, and why none was taken although a candidate was there:
     another vertebra over the threshold within ``ambiguity`` of the reference's
-    probability (none is looked for with a negative ``ambiguity``)."""
+    probability (not looked for when ``ambiguity`` is None)."""
     candidates = []
     for k, name in enumerate(classes):
         if name not in REFERENCES or name not in allowed:
@@ -359,7 +356,9 @@ def _reference_or_doubt(
     if not candidates:
         return None, None
     p, index, name, column, hits = max(candidates, key=lambda c: c[0])
-    rivals = [int(i) for i in hits if ambiguity >= 0 and i != index and column[i] >= p - ambiguity]
+    if ambiguity is None:
+        return (index, name, p), None
+    rivals = [int(i) for i in hits if i != index and column[i] >= p - ambiguity]
     if rivals:
         return None, (
             f"{len(rivals) + 1} vertebrae look like {name} (p {p:.2f} and "
@@ -371,14 +370,21 @@ def _reference_or_doubt(
 @dataclass(frozen=True)
 class NamingInputs:
     """What a chain's names are chosen from: the identifier's probabilities per vertebra,
-    the bodies' centres and sizes (working pixels), their sizes in mm when the film has
-    spacing, and the references its header allows."""
+    the bodies' centres and sizes (working pixels), the millimetres per working pixel when
+    the film has a spacing, and the references its header allows."""
 
     probabilities: NDArray[np.floating]
     centres: Sequence[tuple[float, float]]
     sizes: Sequence[float]
-    sizes_mm: Sequence[float] | None
+    mm_per_pixel: float | None
     references: frozenset[str]
+
+    @property
+    def sizes_mm(self) -> list[float] | None:
+        """The bodies' sizes in mm; None without a spacing."""
+        if self.mm_per_pixel is None:
+            return None
+        return [s * self.mm_per_pixel for s in self.sizes]
 
     def name(
         self, threshold: float

@@ -208,9 +208,7 @@ class Stack:
             else np.zeros((0, len(CLASSES)), np.float32),
             centres=[f.centre for f in frames],
             sizes=[math.sqrt(m.area) for m in merged],
-            sizes_mm=None
-            if spacing_mm is None
-            else [math.sqrt(m.area) * factor * spacing_mm for m in merged],
+            mm_per_pixel=None if spacing_mm is None else factor * spacing_mm,
             references=references,
         )
         names, reference, doubt = inputs.name(self.identifier.threshold)

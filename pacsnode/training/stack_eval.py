@@ -174,26 +174,25 @@ def score_film(
     ``truth`` is the phantom's ground truth, when there is one: it adds the spine region
     and the Genant grades to the score. ``references`` are the reference vertebrae the
     film's header allows (default: both, as for a film whose header names no region)."""
-    ground = truth  # the name ``truth`` holds the true masks below
     kwargs: dict[str, Any] = {"spacing_mm": film.spacing_mm}
     if references is not None:
         kwargs["references"] = references
     result = stack.read(film.image, trace=True, **kwargs)
     shape = film.image.shape
-    truth = [_Crop.of(polygon_mask(np.asarray(v.outline), shape)) for v in film.vertebrae]
+    true_masks = [_Crop.of(polygon_mask(np.asarray(v.outline), shape)) for v in film.vertebrae]
     reading = result.reading
     predicted = [v.mask for v in reading.vertebrae] if reading else []
-    found = match_masks(predicted, truth)
+    found = match_masks(predicted, true_masks)
     score = FilmScore(film.case_id, region, found.truth, found, seconds=result.seconds)
     score.reference = reading.reference if reading else None
     score.abstention = reading.abstention if reading else None
     for i, j, _, _ in found.pairs:
         v = reading.vertebrae[i]  # type: ignore[union-attr]
         score.labels.append((film.vertebrae[j].label, v.label, v.identified))
-    if ground is not None:
+    if truth is not None:
         from pacsnode.training.localiser.data import spine_region_mask
 
-        true_region = spine_region_mask(ground, shape)
+        true_region = spine_region_mask(truth, shape)
         found_region = result.localisation.mask
         score.region_overlap = (
             int((found_region & true_region).sum()),
@@ -201,7 +200,7 @@ def score_film(
             int((~found_region & true_region).sum()),
             int((~found_region & ~true_region).sum()),
         )
-        by_label = {v["label"]: v for v in ground.get("vertebrae", [])}
+        by_label = {v["label"]: v for v in truth.get("vertebrae", [])}
         for i, j, _, _ in found.pairs:
             true_v = by_label.get(str(film.vertebrae[j].label))
             if true_v is None:
@@ -214,10 +213,10 @@ def score_film(
     paths["ensemble"] = predicted
     for name, full in paths.items():
         masks = [_Crop.of(m) for m in full]
-        score.paths[name] = match_masks(masks, truth)
+        score.paths[name] = match_masks(masks, true_masks)
         score.path_dice[name] = {
             str(film.vertebrae[j].label): _best_dice(masks, t)
-            for j, t in enumerate(truth)
+            for j, t in enumerate(true_masks)
             if t is not None
         }
     return score

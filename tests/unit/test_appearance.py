@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def test_each_family_is_deterministic_and_keeps_the_truth(family: str) -> None:
         v["outline"] for v in classic.truth["vertebrae"]
     ]
     d = a.radiograph.display
-    assert d.dtype == np.float32 and 0.0 <= d.min() and d.max() <= 1.0
+    assert d.dtype == np.float32 and d.min() >= 0.0 and d.max() <= 1.0
     if family != "classic":
         assert not np.array_equal(d, classic.radiograph.display)
 
@@ -51,12 +52,13 @@ def test_bone_stays_brighter_than_the_disc_spaces_in_every_family() -> None:
         vs = p.truth["vertebrae"]
         img = p.radiograph.display
         inside, gaps = [], []
-        for upper, lower in zip(vs, vs[1:], strict=False):
+        for upper, lower in itertools.pairwise(vs):
             cu = np.array(upper["centroid"])
             cl = np.array(lower["centroid"])
-            mid = (np.array(upper["endplate_midpoints"]["inferior"]) + np.array(
-                lower["endplate_midpoints"]["superior"]
-            )) / 2
+            mid = (
+                np.array(upper["endplate_midpoints"]["inferior"])
+                + np.array(lower["endplate_midpoints"]["superior"])
+            ) / 2
             for c in (cu, cl):
                 inside.append(img[int(c[1]), int(c[0])])
             gaps.append(img[int(mid[1]), int(mid[0])])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -70,15 +70,9 @@ def _sweep_one(films: Sequence[CalibrationFilm], t: float, threshold: float) -> 
     named = wrong = right = matched = 0
     wrong_films: list[str] = []
     for film in films:
-        inputs = NamingInputs(
-            with_temperature(film.inputs.probabilities, t)
-            if len(film.inputs.probabilities)
-            else film.inputs.probabilities,
-            film.inputs.centres,
-            film.inputs.sizes,
-            film.inputs.sizes_mm,
-            film.inputs.references,
-        )
+        inputs = film.inputs
+        if len(inputs.probabilities):
+            inputs = replace(inputs, probabilities=with_temperature(inputs.probabilities, t))
         names, _, _ = inputs.name(threshold)
         film_wrong = 0
         for given, true in zip(names, film.truth, strict=True):

@@ -9,6 +9,7 @@ path; soft tissue, lungs and air are analytic solids measured in millimetres of 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -119,7 +120,7 @@ def _occupancy(d, voxel: float):
 
 
 @dataclass(frozen=True)
-class _SdfPart:
+class _SdfPart(ABC):
     """Base of the parts described by a signed distance function."""
 
     lo: Array
@@ -127,8 +128,9 @@ class _SdfPart:
     shell: float  # cortical thickness (mm); the rest is cancellous
     channel: str = "bone"  # "bone", "body" (bone that is also the truth body) or "disc"
 
-    def sdf(self, a, h, lat):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def sdf(self, a, h, lat):
+        """Signed distance (mm, negative inside) at anterior, height and lateral coordinates."""
 
     def paint(self, canvas: _Canvas) -> None:
         g = canvas.grid

@@ -106,7 +106,7 @@ def _texture(
     """Band-pass noise with a trabecular grain (~0.5-1.5 mm), weaker when pixels are coarse;
     an appearance family may make it coarse, anisotropic or absent."""
     noise = rng.standard_normal(shape)
-    if app is not None and not app.classic:
+    if app is not None:  # never classic: render() drops a classic appearance
         if app.texture == "none":
             return np.zeros(shape)
         band = texture_band(noise, spacing, app.texture)
