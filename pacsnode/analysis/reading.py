@@ -77,8 +77,9 @@ class SpineReading:
         Model name -> version of every network that contributed, for the results'
         algorithm identification.
     abstention
-        Why the stack gave positions rather than names although it had a reference
-        (the named chain did not hold together); None otherwise.
+        Why the stack gave positions rather than names although it had a reference: the
+        named chain did not hold together (``reference`` None), or the vertebrae past a
+        body too many were left unnamed (``reference`` set); None otherwise.
     """
 
     vertebrae: tuple[Vertebra, ...]

@@ -174,7 +174,8 @@ class Stack:
         header's region, :func:`~pacsnode.analysis.naming.references_for`); ``spacing_mm``
         the film's pixel spacing, when it has one, for checking the named bodies' size.
         A named chain that fails :func:`~pacsnode.analysis.naming.naming_doubt` is given
-        positional labels instead: a wrong vertebra name is worse than none."""
+        positional labels instead, and the vertebrae past a body too many on the walk from
+        the reference likewise: a wrong vertebra name is worse than none."""
         clock = _Clock()
         localisation = self.localiser.predict(image)
         clock.lap("localise")
@@ -221,7 +222,7 @@ class Stack:
         clock.lap("measure")
         reading = SpineReading(
             tuple(vertebrae),
-            reference[1] if reference and doubt is None else None,
+            reference[1] if reference and any(n.identified for n in names) else None,
             self.versions,
             abstention=doubt,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pacsnode.analysis.naming import SPINE_ORDER, chain_labels, name_chain, skipped_vertebrae
@@ -173,3 +174,58 @@ def test_a_c2_without_its_dens_is_doubted() -> None:
     assert naming_doubt(neck, (0, "C2", 0.99), None, [60.0, 48.0, 49.0, 50.0, 51.0]) is None
     doubt = naming_doubt(neck, (0, "C2", 0.99), None, [50.0, 49.0, 50.0, 52.0, 51.0])
     assert "no dens" in doubt
+
+
+def test_a_gap_too_short_for_one_vertebra_is_crowded() -> None:
+    from pacsnode.analysis.naming import crowded_gaps
+
+    column = [(50.0, 30.0 * i) for i in range(6)]
+    assert crowded_gaps(column, [25.0] * 6) == [False] * 5
+    # A split mask between the third and fourth bodies halves the gaps beside it.
+    split = [*column[:3], (50.0, 75.0), *column[3:]]
+    assert crowded_gaps(split, [25.0] * 7) == [False, False, True, True, False, False]
+    assert crowded_gaps(column[:3], [25.0] * 3) == [False, False]  # too few to judge
+
+
+def test_a_body_beside_the_column_is_off_axis() -> None:
+    from pacsnode.analysis.naming import off_axis
+
+    column = [(50.0 + 2 * i, 30.0 * i) for i in range(5)]
+    assert off_axis(column, [25.0] * 5) == [False] * 5
+    beside = [*column[:3], (10.0, 95.0), *column[3:]]  # the trachea, say, beside T1
+    flags = off_axis(beside, [25.0] * 6)
+    assert flags[3] and not flags[0] and not flags[-1]
+
+
+def test_names_stop_before_a_body_too_many() -> None:
+    from pacsnode.analysis.naming import stop_at_anomalies
+
+    named = name_chain(6, (0, "C2", 0.99))
+    out, unnamed = stop_at_anomalies(named, 0, [False, False, True, False, False])
+    assert chain_labels(out) == ["C2", "C3", "C4", "V4", "V5", "V6"] and unnamed == 3
+    named = name_chain(6, (5, "S1", 0.99))
+    out, unnamed = stop_at_anomalies(
+        named, 5, [False] * 5, [False, True, False, False, False, False]
+    )
+    assert chain_labels(out) == ["V1", "V2", "L3", "L4", "L5", "S1"] and unnamed == 2
+    out, unnamed = stop_at_anomalies(named, 5, [False] * 5)
+    assert out == named and unnamed == 0
+    with pytest.raises(ValueError, match="gaps"):
+        stop_at_anomalies(named, 5, [False] * 4)
+
+
+def test_a_chain_with_a_false_body_is_named_only_up_to_it() -> None:
+    from pacsnode.analysis.naming import NamingInputs
+
+    # C2 to C5 down the column, then a detection beside it, then C6 and C7.
+    centres = [(50.0, 20.0), (51.0, 50.0), (52.0, 80.0), (53.0, 110.0), (5.0, 125.0)]
+    centres += [(54.0, 140.0), (55.0, 170.0)]
+    prob = np.zeros((7, 3))
+    prob[:, 0] = 1.0
+    prob[0] = [0.01, 0.99, 0.0]
+    sizes = [30.0, 25.0, 25.0, 25.0, 25.0, 25.0, 25.0]
+    inputs = NamingInputs(prob, centres, sizes, None, frozenset({"C2"}))
+    names, reference, doubt = inputs.name(0.5)
+    assert reference[:2] == (0, "C2")
+    assert chain_labels(names) == ["C2", "C3", "C4", "C5", "V5", "V6", "V7"]
+    assert "3 vertebrae past a body too many" in doubt
