@@ -33,6 +33,7 @@ __all__ = [
     "REFERENCE_THRESHOLD",
     "Identifier",
     "identifier_frame",
+    "mirrored_logits",
 ]
 
 KIND: Final = "identifier"
@@ -48,6 +49,13 @@ above and below, so the skull base over C2 and the sacrum and pelvis under S1. C
 0.76 against 0.72 and 0.63, and the only one that found every validation C2 and S1; wider,
 the S1 patch is mostly pelvis and S1 is found on 7 of 12 lumbar films
 (``runs/ship/identifier/context-study.json``)."""
+
+
+def mirrored_logits(network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's logits of (N, 1, size, size) patches averaged with those of their
+    mirrors across the spine axis (the patient facing the other way, as training mirrors
+    them): a call that holds only one way round counts for less."""
+    return (network(x) + network(x.flip(-1))) / 2
 
 
 def identifier_frame(
@@ -152,7 +160,9 @@ class Identifier:
     def probabilities(
         self, film_image: NDArray[np.floating], frames: Sequence[PatchFrame]
     ) -> NDArray[np.float32]:
-        """(N, 3) probabilities of :data:`CLASSES` for each vertebra frame.
+        """(N, 3) probabilities of :data:`CLASSES` for each vertebra frame: the softmax at
+        the calibrated temperature of the logits averaged over the patch and its mirror
+        across the spine axis.
 
         Parameters
         ----------
@@ -166,5 +176,5 @@ class Identifier:
             return np.zeros((0, len(CLASSES)), np.float32)
         x = torch.from_numpy(self.patches(film_image, frames))[:, None].to(self.device)
         with torch.inference_mode():
-            prob = (self.network(x) / self.temperature).softmax(dim=1)
+            prob = (mirrored_logits(self.network, x) / self.temperature).softmax(dim=1)
         return prob.float().cpu().numpy()

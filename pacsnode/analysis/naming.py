@@ -426,8 +426,8 @@ def pick_reference(
 
 AMBIGUITY: Final = 0.1
 """A chain has one C2 and one S1: when another vertebra looks as much like the reference
-(its probability within this of the reference's, and over the threshold), the stack cannot
-tell which one it is and names neither. On validation films (seed 3000) the one chain
+(its probability within this of the reference's, over the threshold or not), the stack
+cannot tell which one it is and names neither. On validation films (seed 3000) the one chain
 named from a false "S1" below the true one had them at 0.99 and 0.98."""
 
 
@@ -439,8 +439,8 @@ def _reference_or_doubt(
     ambiguity: float | None = None,
 ) -> tuple[tuple[int, str, float] | None, str | None]:
     """:func:`pick_reference`, and why none was taken although a candidate was there:
-    another vertebra over the threshold within ``ambiguity`` of the reference's
-    probability (not looked for when ``ambiguity`` is None)."""
+    another vertebra within ``ambiguity`` of the reference's probability, over the
+    threshold or not (not looked for when ``ambiguity`` is None)."""
     candidates = []
     for k, name in enumerate(classes):
         if name not in REFERENCES or name not in allowed:
@@ -450,13 +450,14 @@ def _reference_or_doubt(
         if hits.size == 0:
             continue
         index = int(hits[0] if name == "C2" else hits[-1])
-        candidates.append((float(column[index]), index, name, column, hits))
+        candidates.append((float(column[index]), index, name, column))
     if not candidates:
         return None, None
-    p, index, name, column, hits = max(candidates, key=lambda c: c[0])
+    p, index, name, column = max(candidates, key=lambda c: c[0])
     if ambiguity is None:
         return (index, name, p), None
-    rivals = [int(i) for i in hits if i != index and column[i] >= p - ambiguity]
+    # Rivals under the threshold count too: raising it must not hide a look-alike.
+    rivals = [int(i) for i in np.flatnonzero(column >= p - ambiguity) if i != index]
     if rivals:
         return None, (
             f"{len(rivals) + 1} vertebrae look like {name} (p {p:.2f} and "

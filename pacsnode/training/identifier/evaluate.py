@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from pacsnode.analysis.identify import CLASSES
+from pacsnode.analysis.identify import CLASSES, mirrored_logits
 from pacsnode.training.identifier.data import IdentifierSet
 
 __all__ = [
@@ -132,13 +132,15 @@ def chest_false_references(
 def predict_probabilities(
     network: torch.nn.Module, images: NDArray[np.float32], device: torch.device | str = "cpu"
 ) -> NDArray[np.float32]:
-    """(N, 3) class probabilities of (N, size, size) normalised patches, in batches; the
-    network is put in eval mode."""
+    """(N, 3) class probabilities of (N, size, size) normalised patches, in batches, as
+    the stack computes them (:func:`~pacsnode.analysis.identify.mirrored_logits`, at
+    temperature 1); the network is put in eval mode."""
     network.eval()
     out = [np.zeros((0, len(CLASSES)), np.float32)]
     for i in range(0, len(images), 256):
         x = torch.from_numpy(images[i : i + 256])[:, None].to(device)
-        out.append(network(x).softmax(dim=1).float().cpu().numpy())
+        with torch.inference_mode():
+            out.append(mirrored_logits(network, x).softmax(dim=1).float().cpu().numpy())
     return np.concatenate(out)
 
 
