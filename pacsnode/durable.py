@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_durably"]
+__all__ = ["move_durably", "write_durably"]
 
 
 def write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
@@ -41,6 +41,31 @@ def write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
             os.unlink(temporary)
         raise
     _fsync_directory(directory)
+
+
+def move_durably(source: Path, path: Path) -> None:
+    """Put the file ``source`` at ``path`` atomically and durably, creating its directory.
+
+    The same guarantees as :func:`write_durably` for a file already written elsewhere
+    on the same filesystem: its data are synced, then it is renamed over ``path``.
+
+    Raises
+    ------
+    OSError
+        ``source`` is missing, on another filesystem (``EXDEV``), or cannot be synced or
+        renamed; ``source`` is then left where it was.
+    """
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, path)
+    _fsync_directory(directory)
+    if source.parent != directory:
+        _fsync_directory(source.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

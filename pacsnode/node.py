@@ -101,7 +101,14 @@ class Node:
         self._record(AuditEvent.NODE_STARTED)
 
     def _start_worker(self) -> None:
-        from pacsnode.worker import Analyst, DeliveryLoop, JobLoop
+        from pacsnode.worker import (
+            Analyst,
+            DeliveryLoop,
+            JobLoop,
+            Retention,
+            RetentionLoop,
+            worker_name,
+        )
 
         settings = self.settings
         analyst = Analyst.load(
@@ -134,8 +141,22 @@ class Node:
                     on_results=delivery.wake.set,
                 )
             )
+        retention = RetentionLoop(
+            "retention",
+            self.queue,
+            self.audit,
+            self._stop,
+            retention=Retention(
+                self.queue,
+                self.audit,
+                settings.storage,
+                settings.storage.data_dir / RESULTS_SUBDIR,
+                actor=f"worker:{worker_name('retention')}",
+            ),
+        )
         self._threads.extend(self._job_loops)
         self._threads.append(delivery)
+        self._threads.append(retention)
         for thread in self._threads:
             thread.start()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -16,6 +16,7 @@ from sqlalchemy import DDL, JSON, Engine, Enum, String, Text, event, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from pacsnode.audit.events import AuditEvent, Outcome
+from pacsnode.audit.screen import active_screen
 from pacsnode.db import (
     Base,
     Clock,
@@ -179,6 +180,9 @@ class AuditLog:
             ``patient_id``, a physician's or operator's name...) are refused: the log
             identifies instances by UID only.
 
+        The active patient screen (:func:`pacsnode.audit.screen.screening`) is applied
+        to ``reason`` and to the text in ``details``.
+
         Raises
         ------
         ValueError
@@ -187,6 +191,10 @@ class AuditLog:
         if not actor.strip():
             raise ValueError("an audit entry needs an actor")
         stored = None if details is None else _checked_details(details)
+        screen = active_screen()
+        if screen is not None:
+            reason = None if reason is None else screen(reason)
+            stored = None if stored is None else _screened(stored, screen)
         with write_session(self._sessions) as session:
             record = AuditRecord(
                 time=aware_utc(self._clock(), "the clock's time"),
@@ -267,6 +275,16 @@ def _checked_details(details: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"audit details must be JSON-serialisable: {error}") from None
     _refuse_person_keys(stored, "details")
     return stored
+
+
+def _screened(value: Any, screen: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return screen(value)
+    if isinstance(value, dict):
+        return {key: _screened(item, screen) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_screened(item, screen) for item in value]
+    return value
 
 
 def _refuse_person_keys(value: object, where: str) -> None:

@@ -166,28 +166,31 @@ def _add_queue(
     pu = verbs.add_parser(
         "purge",
         parents=[config],
-        help="delete old finished jobs from the database",
+        help="delete ended jobs with their files",
         description=(
-            "Delete the jobs in the given states last changed longer ago than --older-than, "
-            "with their deliveries; a job with a result still to send is kept, RUNNING jobs "
-            "are never purged. The audit log keeps its entries. Files are not touched: the "
-            "received instances in the spool and the result objects stay where they are. "
-            "Without --yes, only says how many jobs are in those states."
+            "Delete ended jobs (succeeded, dead, cancelled, ignored) with their deliveries, "
+            "their received film and their result objects. A job with a result still to "
+            "send is kept; jobs that have not ended (queued, running, failed) are never "
+            "touched. The audit log keeps its entries and gains one per deleted file. "
+            "Without --yes, only says what would be deleted."
         ),
     )
     pu.add_argument(
         "--status",
         type=_job_status,
         action="append",
-        required=True,
-        help="a state to purge, e.g. succeeded; repeat for more",
+        help="only jobs in this ended state, e.g. succeeded; repeat for more "
+        "(default: every ended state)",
     )
-    pu.add_argument(
+    when = pu.add_mutually_exclusive_group(required=True)
+    when.add_argument(
         "--older-than",
         type=_duration,
-        required=True,
         metavar="DURATION",
-        help="last changed this long ago or more: 30m, 12h, 7d, 2w",
+        help="ended (last changed) this long ago or more: 30m, 12h, 7d, 2w",
+    )
+    when.add_argument(
+        "--all-ended", action="store_true", help="every ended job, however recent"
     )
     pu.add_argument("--yes", action="store_true", help="really delete")
     pu.set_defaults(func=_cmd_purge)
@@ -507,39 +510,71 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from pacsnode.jobs import JobStatus
+    from pacsnode.jobs import ENDED
+    from pacsnode.node import RESULTS_SUBDIR
+    from pacsnode.worker.retention import Retention
 
-    statuses = list(dict.fromkeys(args.status))
-    if JobStatus.RUNNING in statuses:
-        raise PacsnodeError("running jobs are never purged; release them or let them finish")
-    cutoff = datetime.now(UTC) - args.older_than
+    statuses = list(dict.fromkeys(args.status or sorted(ENDED, key=lambda s: s.value)))
+    live = [status.value for status in statuses if status not in ENDED]
+    if live:
+        raise PacsnodeError(
+            f"{', '.join(live)} jobs have not ended and are never purged; "
+            "cancel them or let them finish"
+        )
+    now = datetime.now(UTC)
+    # --all-ended: anything last changed up to now (a second ahead, for clock granularity).
+    cutoff = now + timedelta(seconds=1) if args.all_ended else now - args.older_than
     names = " or ".join(status.value for status in statuses)
+    when = "" if args.all_ended else f" ended before {_when(cutoff)}"
     with _open(args, write=args.yes) as node:
+        storage = node.settings.storage
+        retention = Retention(
+            node.queue,
+            node.audit,
+            storage,
+            storage.data_dir / RESULTS_SUBDIR,
+            actor=_actor(),
+        )
         if not args.yes:
-            counts = node.queue.counts_by_status()
-            total = sum(counts[status] for status in statuses)
+            found = retention.purge(statuses, cutoff, dry_run=True)
+            films, results = _purged_files(found)
             print(
-                f"{total} jobs are {names}. Those last changed before {_when(cutoff)} with no "
-                "result left to send would be deleted; nothing was. Re-run with --yes."
+                f"{len(found.jobs)} {names} jobs{when} would be deleted with "
+                f"{len(found.deliveries)} deliveries, {films} films and {results} result "
+                "files; nothing was. Re-run with --yes."
             )
             return EXIT_ERROR
-        deleted = _administer(
+        purged = _administer(
             node,
             "purge",
-            lambda: node.queue.purge(statuses, cutoff),
+            lambda: retention.purge(statuses, cutoff),
             job=None,
             job_id=None,
             details={
                 "statuses": [status.value for status in statuses],
                 "older_than": cutoff.isoformat(),
             },
-            outcome=lambda count: {"deleted": count},
+            outcome=lambda done: dict(
+                zip(
+                    ("deleted", "deliveries", "films", "results"),
+                    (len(done.jobs), len(done.deliveries), *_purged_files(done)),
+                    strict=True,
+                )
+            ),
         )
+    films, results = _purged_files(purged)
     print(
-        f"deleted {deleted} {names} jobs last changed before {_when(cutoff)}, with their "
-        "deliveries; their files were left in place"
+        f"deleted {len(purged.jobs)} {names} jobs{when}, with {len(purged.deliveries)} "
+        f"deliveries, {films} films and {results} result files"
     )
     return EXIT_OK
+
+
+def _purged_files(purged: Any) -> tuple[int, int]:
+    """Films and result files (not yet deleted by retention) of a purge."""
+    films = sum(job.spool_path is not None for job in purged.jobs)
+    results = len({d.path for d in purged.deliveries if d.path is not None})
+    return films, results
 
 
 # --- audit -------------------------------------------------------------------------------
@@ -605,6 +640,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 "ok": ok,
                 "config": settings.source,
                 "node": settings.node,
+                "senders": _senders(settings),
+                "tls": _tls_summary(settings),
                 "database": database,
                 "jobs": {status.value: n for status, n in jobs.items()},
                 "deliveries": {status.value: n for status, n in deliveries.items()},
@@ -634,6 +671,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK if ok else EXIT_ERROR
     n = settings.node
     print(f"node          {n.ae_title} on {n.host}:{n.port} ({settings.source or 'defaults'})")
+    print(f"senders       {_senders(settings)}")
+    print(f"tls           {_tls_summary(settings)}")
     print(f"database      {database}")
     print("jobs          " + ", ".join(f"{s.value} {c}" for s, c in jobs.items()))
     print("deliveries    " + ", ".join(f"{s.value} {c}" for s, c in deliveries.items()))
@@ -651,6 +690,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rows = [[d.name, "ok" if r.ok else "FAILED", r.detail] for d, r in echoes]
         print(_indent(_table(["NAME", "ECHO", "DETAIL"], rows)))
     return EXIT_OK if ok else EXIT_ERROR
+
+
+def _senders(settings: Settings) -> str:
+    """Who may send films, in a line; an empty allow-list says so plainly."""
+    titles = settings.security.allowed_calling_aets
+    if titles:
+        return "calling AEs " + ", ".join(titles)
+    where = "from this machine only" if settings.node.loopback_only else "from the network"
+    return f"accepts any calling AE ({where}; [security] allowed_calling_aets is empty)"
+
+
+def _tls_summary(settings: Settings) -> str:
+    """The listener's DICOM TLS, in a line."""
+    tls = settings.tls
+    if tls is None:
+        return "off (plain DICOM; [tls] is not set)"
+    peers = (
+        "client certificates required"
+        if tls.require_client_certificate
+        else "client certificates optional"
+    )
+    return f"DICOM TLS only, {tls.minimum_version} or later, {peers}"
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
@@ -679,7 +740,21 @@ def _own_listener(settings: Settings) -> Destination:
     node = settings.node
     # A listener on every interface is reached on loopback.
     host = "127.0.0.1" if node.host in _WILDCARD_HOSTS else node.host
-    return Destination(name="self", ae_title=node.ae_title, host=host, port=node.port)
+    if settings.tls is None:
+        return Destination(name="self", ae_title=node.ae_title, host=host, port=node.port)
+    # Over TLS with the node's own certificate, which must chain to the node's CAs; its
+    # name is not checked, since it names the host the modalities call, not loopback.
+    return Destination(
+        name="self",
+        ae_title=node.ae_title,
+        host=host,
+        port=node.port,
+        tls=True,
+        ca_certificates=settings.tls.ca_certificates,
+        certificate=settings.tls.certificate,
+        private_key=settings.tls.private_key,
+        check_hostname=False,
+    )
 
 
 def _target(settings: Settings, text: str) -> tuple[str, Destination]:

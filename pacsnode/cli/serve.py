@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 from pacsnode.errors import PacsnodeError
 
@@ -30,6 +31,43 @@ class _ContextFormatter(logging.Formatter):
             f"{key}={getattr(record, key)}" for key in self.KEYS if hasattr(record, key)
         )
         return f"{text} [{context}]" if context else text
+
+
+def configure_logging(
+    level: str, *, log_phi: bool = False, stream: TextIO | None = None
+) -> logging.Handler:
+    """Log to ``stream`` (stderr) at ``level``, patient values screened out.
+
+    Every record passes the patient screen of the film being handled
+    (:class:`~pacsnode.audit.screen.ScreeningFilter`). pynetdicom at DEBUG dumps whole
+    datasets and PDUs, pydicom at DEBUG every element it reads, and highdicom narrates
+    the modules it copies: they stay at WARNING, at INFO under ``--log-level DEBUG``, and
+    only ``log_phi`` lets them (and unscreened messages) through at DEBUG.
+
+    Returns
+    -------
+    logging.Handler
+        The handler installed on the root logger.
+    """
+    from pynetdicom import _config
+
+    from pacsnode.audit.screen import ScreeningFilter
+
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(_ContextFormatter(LOG_FORMAT))
+    if not log_phi:
+        handler.addFilter(ScreeningFilter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # pydicom and highdicom also warn with values quoted: through the log, so screened.
+    logging.captureWarnings(True)
+    debug = level == "DEBUG"
+    libraries = logging.DEBUG if debug and log_phi else logging.INFO if debug else logging.WARNING
+    for library in ("pynetdicom", "pydicom", "highdicom"):
+        logging.getLogger(library).setLevel(libraries)
+    # pynetdicom logs C-FIND/C-GET/C-MOVE identifiers at INFO: never without log_phi.
+    _config.LOG_REQUEST_IDENTIFIERS = log_phi
+    _config.LOG_RESPONSE_IDENTIFIERS = log_phi
+    return handler
 
 
 def add_serve_command(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +95,12 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         default="INFO",
         help="application log level (default INFO; logs carry UIDs, never patient names)",
     )
+    sv.add_argument(
+        "--log-phi",
+        action="store_true",
+        help="let DEBUG logging show patient data: pynetdicom's and pydicom's dumps of "
+        "datasets, and messages unscreened (for a test system only)",
+    )
     sv.set_defaults(func=_cmd_serve)
 
 
@@ -64,15 +108,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from pacsnode.config import load_settings
     from pacsnode.node import Node, Role
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ContextFormatter(LOG_FORMAT))
-    logging.basicConfig(level=args.log_level, handlers=[handler])
-    # pynetdicom at DEBUG dumps whole datasets, names included, and highdicom narrates
-    # every module it copies: keep both to warnings unless DEBUG was asked for.
-    for library in ("pynetdicom", "highdicom"):
-        logging.getLogger(library).setLevel(
-            logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING
-        )
+    configure_logging(args.log_level, log_phi=args.log_phi)
     settings = load_settings(args.config)
     stop = threading.Event()
 

@@ -26,13 +26,14 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from pacsnode.config.tls import TLS_VERSIONS, check_files
 from pacsnode.errors import ConfigError
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "StorageSettings",
+    "TlsSettings",
     "Unmatched",
     "WorkerSettings",
     "load_settings",
@@ -86,16 +88,21 @@ DEFAULTS: Final[Mapping[str, Any]] = {
         "host": "0.0.0.0",
         "port": 11112,
         "max_associations": 10,
+        "max_pdu_kb": 256,
+        "max_dataset_mb": 512,
     },
     "storage": {
         "data_dir": "./data",
         "min_free_mb": 1024,
+        "keep_films_days": 7.0,
+        "keep_results_days": 7.0,
     },
     "database": {},
     "destinations": [],
     "security": {
         "allowed_calling_aets": [],
         "allowed_hosts": [],
+        "max_spool_share_per_ae": 0.5,
     },
     "worker": {
         "concurrency": 1,
@@ -125,6 +132,9 @@ DEFAULTS: Final[Mapping[str, Any]] = {
         ],
         "unmatched": "store",
     },
+    # No TLS unless the file or the environment gives [tls] keys; an empty [tls] is
+    # the same as none. Its own defaults are TlsSettings'.
+    "tls": {},
 }
 
 SPOOL_SUBDIR: Final = "spool"
@@ -145,12 +155,30 @@ class NodeSettings:
         TCP port of the C-STORE listener.
     max_associations
         Associations served at once; further ones are rejected as transient.
+    max_pdu_kb
+        Largest PDU (KiB) a peer may send: offered as our maximum receive length, and a
+        longer PDU aborts the association.
+    max_dataset_mb
+        Largest data set (MiB) one C-STORE may carry, deflated ones counted inflated;
+        a larger one is refused with A700.
     """
 
     ae_title: str
     host: str
     port: int
     max_associations: int
+    max_pdu_kb: int = 256
+    max_dataset_mb: int = 512
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the listener is reachable from this machine only."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False  # a host name: whatever it resolves to, assume the network
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +193,18 @@ class StorageSettings:
         Received instances wait here for analysis; ``<data_dir>/spool`` unless set.
     min_free_mb
         Free space (MiB) below which new instances are refused rather than half-written.
+    keep_films_days
+        Days a received film stays in the spool after its job has ended (succeeded, dead,
+        cancelled or ignored); 0 deletes it at the next retention sweep.
+    keep_results_days
+        Days a result object stays after its last delivery was sent or given up.
     """
 
     data_dir: Path
     spool_dir: Path
     min_free_mb: int
+    keep_films_days: float
+    keep_results_days: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +238,29 @@ class Destination:
         Host name or address.
     port
         TCP port.
+    tls
+        Send over DICOM TLS: the destination's certificate must chain to
+        ``ca_certificates`` and name ``host``.
+    ca_certificates
+        PEM CA certificates for the destination's certificate; when not given, those of
+        ``[tls]``, else the system's trust store. Only with ``tls``.
+    certificate, private_key
+        PEM client certificate and key to present; when not given, those of ``[tls]``,
+        else none. Only with ``tls``.
+    check_hostname
+        Whether the destination's certificate must name ``host``; not a setting: only
+        ``pacsnode echo`` turns it off, to reach the node's own listener on loopback.
     """
 
     name: str
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+    ca_certificates: Path | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+    check_hostname: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +273,16 @@ class SecuritySettings:
         Calling AE titles accepted; empty accepts any.
     allowed_hosts
         Peer networks accepted (a single address is a /32 or /128); empty accepts any.
+    max_spool_share_per_ae
+        The largest part, in (0, 1], of the spool's usable space that the unfinished
+        films of one calling AE may hold; 1 sets no limit of its own. The usable space
+        is the free space above ``min_free_mb`` plus what that AE already holds, so at
+        0.5 one sender never leaves the others less room than it takes.
     """
 
     allowed_calling_aets: tuple[str, ...]
     allowed_hosts: tuple[IPNetwork, ...]
+    max_spool_share_per_ae: float = 0.5
 
     def allows_calling_ae(self, ae_title: str) -> bool:
         """Whether an association from ``ae_title`` may be accepted."""
@@ -239,6 +297,35 @@ class SecuritySettings:
         except ValueError:
             return False
         return any(peer in network for network in self.allowed_hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """DICOM TLS on the listener (PS3.15 Annex B); the port then speaks nothing else.
+
+    Attributes
+    ----------
+    certificate
+        PEM file of the node's certificate chain, leaf first.
+    private_key
+        PEM file of its unencrypted private key.
+    ca_certificates
+        PEM file of the CA certificates a peer's certificate must chain to; required
+        when client certificates are.
+    require_client_certificate
+        Refuse a peer without a certificate from those CAs (anonymous TLS included).
+    minimum_version
+        ``"TLSv1.2"`` or ``"TLSv1.3"``.
+    handshake_timeout_seconds
+        A peer that has not finished the TLS handshake by then is dropped.
+    """
+
+    certificate: Path
+    private_key: Path
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = True
+    minimum_version: str = "TLSv1.2"
+    handshake_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +449,8 @@ class Settings:
     worker: WorkerSettings
     analysis: AnalysisSettings
     filter: FilterSettings
+    tls: TlsSettings | None = None
+    """None: the listener speaks plain DICOM."""
     source: Path | None = field(default=None, compare=False)
 
     def destination(self, name: str) -> Destination:
@@ -601,6 +690,13 @@ def _fraction(raw: _Raw) -> float:
     return value
 
 
+def _share(raw: _Raw) -> float:
+    value = _number(raw)
+    if not 0.0 < value <= 1.0:
+        raise _Invalid(f"must be above 0 and at most 1, got {value}")
+    return value
+
+
 def _non_negative(raw: _Raw) -> float:
     value = _number(raw)
     if value < 0.0:
@@ -615,6 +711,30 @@ def _path(raw: _Raw) -> Path:
     path = Path(text).expanduser()
     # normpath, not resolve(): "../data" should not depend on where symlinks point.
     return Path(os.path.normpath(raw.base / path))
+
+
+_TRUE: Final = frozenset({"true", "yes", "on", "1"})
+_FALSE: Final = frozenset({"false", "no", "off", "0"})
+
+
+def _boolean(raw: _Raw) -> bool:
+    value = raw.value
+    if raw.from_env:
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise _Invalid(f"{value!r} is not true or false")
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_type_name(value)}")
+    return value
+
+
+def _tls_version(raw: _Raw) -> str:
+    text = _text(raw).strip()
+    for name in TLS_VERSIONS:
+        if text.lower() == name.lower():
+            return name
+    raise _Invalid(f"{raw.value!r} is not one of {', '.join(map(repr, TLS_VERSIONS))}")
 
 
 _AE_FORBIDDEN = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
@@ -747,7 +867,13 @@ _DESTINATION_KEYS: Final[Mapping[str, _Converter]] = {
     "ae_title": _ae_title,
     "host": _host,
     "port": _integer(1, 65535),
+    "tls": _boolean,
+    "ca_certificates": _path,
+    "certificate": _path,
+    "private_key": _path,
 }
+_DESTINATION_REQUIRED: Final = ("name", "ae_title", "host", "port")
+_DESTINATION_TLS_FILES: Final = ("ca_certificates", "certificate", "private_key")
 
 _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     "node": {
@@ -755,17 +881,22 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
         "host": _host,
         "port": _integer(1, 65535),
         "max_associations": _integer(1),
+        "max_pdu_kb": _integer(4, 65536),
+        "max_dataset_mb": _integer(1),
     },
     "storage": {
         "data_dir": _path,
         "spool_dir": _path,
         "min_free_mb": _integer(0),
+        "keep_films_days": _non_negative,
+        "keep_results_days": _non_negative,
     },
     "database": {"url": _database_url},
     "destinations": _DESTINATION_KEYS,
     "security": {
         "allowed_calling_aets": _list_of(_ae_title),
         "allowed_hosts": _list_of(_network),
+        "max_spool_share_per_ae": _share,
     },
     "worker": {
         "concurrency": _integer(1),
@@ -789,6 +920,14 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
         "view_positions": _list_of(_code_string),
         "sop_classes": _list_of(_uid),
         "unmatched": _choice(Unmatched),
+    },
+    "tls": {
+        "certificate": _path,
+        "private_key": _path,
+        "ca_certificates": _path,
+        "require_client_certificate": _boolean,
+        "minimum_version": _tls_version,
+        "handshake_timeout_seconds": _seconds,
     },
 }
 
@@ -822,6 +961,7 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
         if name != "destinations"
     }
     destinations = _build_destinations(tree["destinations"], problems)
+    tls = _build_tls(tree["tls"], sections["tls"], problems)
     worker = sections["worker"]
     for prefix in ("", "delivery_"):
         base, cap = f"{prefix}backoff_base_seconds", f"{prefix}backoff_max_seconds"
@@ -840,11 +980,12 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
         node=NodeSettings(**sections["node"]),
         storage=StorageSettings(**storage),
         database=DatabaseSettings(**database),
-        destinations=destinations,
+        destinations=tuple(_with_node_tls(d, tls) for d in destinations),
         security=SecuritySettings(**sections["security"]),
         worker=WorkerSettings(**worker),
         analysis=AnalysisSettings(**sections["analysis"]),
         filter=FilterSettings(**sections["filter"]),
+        tls=tls,
         source=source,
     )
 
@@ -857,7 +998,7 @@ def _build_destinations(
     for index, entry in enumerate(entries):
         where = f"destinations[{index}]"
         values = _convert_section(where, entry, _DESTINATION_KEYS, problems)
-        missing = [key for key in _DESTINATION_KEYS if key not in entry]
+        missing = [key for key in _DESTINATION_REQUIRED if key not in entry]
         problems.extend(f"{where}.{key}: missing" for key in missing)
         name = values.get("name")
         if name is not None:
@@ -872,6 +1013,57 @@ def _build_destinations(
                 )
             else:
                 first_use[name.lower()] = where
-        if len(values) == len(_DESTINATION_KEYS):
+        _check_destination_tls(where, values, problems)
+        if all(key in values for key in _DESTINATION_REQUIRED):
             destinations.append(Destination(**values))
     return tuple(destinations)
+
+
+def _check_destination_tls(where: str, values: dict[str, Any], problems: list[str]) -> None:
+    given = [key for key in _DESTINATION_TLS_FILES if key in values]
+    if not values.get("tls", False):
+        problems.extend(f"{where}.{key}: only with tls = true" for key in given)
+        return
+    pair = ("certificate", "private_key")
+    for key, other in (pair, pair[::-1]):
+        if other in values and key not in values:
+            problems.append(f"{where}.{key}: missing (needed with {other})")
+    files = check_files(
+        certificate=values.get("certificate"),
+        private_key=values.get("private_key"),
+        ca_certificates=values.get("ca_certificates"),
+    )
+    problems.extend(f"{where}.{key}: {problem}" for key, problem in files.items())
+
+
+def _build_tls(
+    section: _Section, values: dict[str, Any], problems: list[str]
+) -> TlsSettings | None:
+    """[tls] when it has any key, checked down to loading its files; else None."""
+    if not section:
+        return None
+    required = ["certificate", "private_key"]
+    if values.get("require_client_certificate", True):
+        required.append("ca_certificates")
+    missing = [key for key in required if key not in section]
+    problems.extend(f"tls.{key}: missing" for key in missing)
+    if missing or len(values) < len(section):  # a value that did not convert
+        return None
+    files = check_files(
+        certificate=values["certificate"],
+        private_key=values["private_key"],
+        ca_certificates=values.get("ca_certificates"),
+    )
+    problems.extend(f"tls.{key}: {problem}" for key, problem in files.items())
+    return None if files else TlsSettings(**values)
+
+
+def _with_node_tls(destination: Destination, tls: TlsSettings | None) -> Destination:
+    """A TLS destination takes [tls]'s CAs and certificate where it names none."""
+    if not destination.tls or tls is None:
+        return destination
+    if destination.certificate is None:
+        destination = replace(destination, certificate=tls.certificate, private_key=tls.private_key)
+    if destination.ca_certificates is None:
+        destination = replace(destination, ca_certificates=tls.ca_certificates)
+    return destination

@@ -1,7 +1,8 @@
 """The node as a DICOM client: C-STORE of result objects to a destination, and C-ECHO.
 
 One association per call, so a destination that restarts between sends costs nothing but
-that send; the caller (the delivery loop) decides whether and when to try again.
+that send; the caller (the delivery loop) decides whether and when to try again. A
+destination with ``tls = true`` is reached over DICOM TLS, its certificate verified.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
 from pacsnode.config.settings import Destination
+from pacsnode.config.tls import client_context
 
 __all__ = ["DEFAULT_TIMEOUT", "EchoResult", "SendResult", "echo", "send_file"]
 
@@ -85,6 +88,23 @@ def _client(calling_ae: str, timeout: float, contexts: list[tuple[str, list[str]
     return ae
 
 
+def _associate(ae: AE, destination: Destination) -> Association:
+    """Open the association, over TLS when the destination says so.
+
+    Raises
+    ------
+    OSError, ssl.SSLError
+        A TLS file of the destination no longer loads (it did at start-up).
+    """
+    tls_args = None
+    if destination.tls:
+        # The host name is checked against the destination's certificate.
+        tls_args = (client_context(destination), destination.host)
+    return ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+    )
+
+
 def _where(destination: Destination) -> str:
     return f"{destination.ae_title}@{destination.host}:{destination.port}"
 
@@ -92,6 +112,12 @@ def _where(destination: Destination) -> str:
 def _no_association(destination: Destination, assoc: object) -> str:
     if getattr(assoc, "is_rejected", False):
         return f"{_where(destination)} rejected the association (is our AE title known to it?)"
+    if destination.tls:
+        # pynetdicom logs the TLS error itself and reports an abort, like a refusal.
+        return (
+            f"no association with {_where(destination)} over TLS: not listening, unreachable, "
+            "TLS handshake failed (certificates, host name, CA) or it aborted"
+        )
     # pynetdicom marks a refused connection as aborted too, so the two read alike.
     return f"no association with {_where(destination)}: not listening, unreachable, or it aborted"
 
@@ -100,7 +126,12 @@ def echo(destination: Destination, calling_ae: str, timeout: float = 10.0) -> Ec
     """C-ECHO ``destination`` as ``calling_ae``; never raises for network trouble."""
     started = time.monotonic()
     ae = _client(calling_ae, timeout, [(Verification, [ImplicitVRLittleEndian])])
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    try:
+        assoc = _associate(ae, destination)
+    except OSError as error:
+        return EchoResult(
+            False, None, f"{_where(destination)}: TLS files: {error}", time.monotonic() - started
+        )
     if not assoc.is_established:
         return EchoResult(
             False, None, _no_association(destination, assoc), time.monotonic() - started
@@ -138,7 +169,10 @@ def send_file(
     if sop_class not in _RESULT_SOP_CLASSES:
         raise InvalidDicomError(f"{path} is not a result object the node sends ({sop_class})")
     ae = _client(calling_ae, timeout, [(sop_class, _TRANSFER_SYNTAXES)])
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    try:
+        assoc = _associate(ae, destination)
+    except OSError as error:
+        return SendResult(False, None, f"{_where(destination)}: TLS files: {error}")
     if not assoc.is_established:
         return SendResult(False, None, _no_association(destination, assoc))
     try:

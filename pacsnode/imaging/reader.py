@@ -91,8 +91,9 @@ DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 MIN_SIDE = 16
 """Smallest Rows or Columns accepted: anything smaller is not a radiograph."""
 
-FilmSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Dataset
-"""What the readers accept: a path, a DICOM file's bytes, or a dataset already read."""
+FilmSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Dataset
+"""What the readers accept: a path, a DICOM file's bytes or an open binary file (read from
+its start), or a dataset already read."""
 
 _PIXEL_DATA = 0x7FE00010
 _FLOAT_PIXEL_DATA = {0x7FE00008: "Float Pixel Data", 0x7FE00009: "Double Float Pixel Data"}
@@ -124,6 +125,9 @@ _ROBUST_PERCENTILES = (0.5, 99.5)
 # concurrent reads (association threads, worker threads) from restoring each other's
 # filters. Reads therefore run one at a time, which costs little beside inference.
 _WARNINGS_LOCK = threading.RLock()
+WARNINGS_LOCK = _WARNINGS_LOCK
+"""Held around every ``warnings.catch_warnings`` that reads DICOM; others doing the same
+(the patient screen) take it too."""
 
 
 class SpacingBasis(enum.Enum):
@@ -299,7 +303,9 @@ def read_film(
     ----------
     source
         A path, the bytes of a DICOM file (with or without the 128-byte preamble, as
-        pynetdicom's ``encoded_dataset()`` gives them), or a dataset already read.
+        pynetdicom's ``encoded_dataset()`` gives them), an open binary file (read from
+        its start; unlike a path, its name is not quoted in errors), or a dataset
+        already read.
     max_side
         Largest Rows or Columns accepted, in pixels.
     max_pixels
@@ -330,13 +336,15 @@ def inspect_film(
     *,
     max_side: int = DEFAULT_MAX_SIDE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_compressed: bool = False,
 ) -> FilmHeader:
     """Check that a film is readable from its header alone, without decoding pixels.
 
     Runs every check :func:`read_film` runs before decoding, including that native
-    pixel data are long enough. Values longer than 64 KiB (the pixel data) are not
-    loaded from a path. A film that passes can still fail to decode when its
-    compressed data are damaged.
+    pixel data are long enough, and its Modality LUT or rescale on one value. Values
+    longer than 64 KiB (the pixel data) are not loaded from a path. A film that passes
+    can still fail to decode when its compressed data are damaged, unless
+    ``decode_compressed`` is given.
 
     Parameters
     ----------
@@ -346,6 +354,10 @@ def inspect_film(
         Largest Rows or Columns accepted, in pixels.
     max_pixels
         Largest Rows × Columns accepted.
+    decode_compressed
+        Decode compressed pixel data too (without rendering them), so that a damaged
+        codestream is refused here: the whole file is read into memory, and the frame
+        decoded. Uncompressed data need no decoding to be checked.
 
     Returns
     -------
@@ -363,6 +375,13 @@ def inspect_film(
     with _captured_warnings() as caught:
         parsed = _parse(source, caught, header_only=True)
         layout = _check(parsed, max_side=max_side, max_pixels=max_pixels)
+        # The Modality LUT or rescale read_film applies after decoding, tried on one
+        # stored value: a film whose slope is not a number is refused here too.
+        _modality(np.zeros((1, 1), dtype=np.uint16), parsed.ds)
+        if decode_compressed and layout.transfer_syntax.is_encapsulated:
+            whole = parsed if isinstance(source, Dataset) else None
+            whole = whole or _parse(source, caught, header_only=False)
+            _decode(whole.ds, layout)
         header = FilmHeader(**_header_fields(parsed.ds, layout))
         _log_read(header, caught, "inspected")
     return header
@@ -440,6 +459,11 @@ def _parse(
         data = bytes(source)
         stream = io.BytesIO(data)
         return _parse_stream(stream, len(data), "the DICOM object", caught, header_only)
+    if not isinstance(source, str | os.PathLike):
+        source.seek(0, os.SEEK_END)
+        size = source.tell()
+        source.seek(0)
+        return _parse_stream(source, size, "the DICOM object", caught, header_only)
     path = Path(source)
     with path.open("rb") as fp:
         size = os.fstat(fp.fileno()).st_size
@@ -787,9 +811,12 @@ def _decode(ds: Dataset, layout: _Layout) -> np.ndarray:
     }
     try:
         stored, _properties = decoder.as_array(ds[_PIXEL_DATA].value, index=0, raw=True, **options)
-    except MemoryError:
+    except (MemoryError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # every decoder plugin raises its own types
+    # Every decoder plugin raises its own types, and a Rust one (pylibjpeg-rle) panics on
+    # damaged data with a PanicException, which derives from BaseException: caught too,
+    # or one crafted film would end the thread that read it (found by tests/fuzz.py).
+    except BaseException as exc:
         raise ImageReadError(
             ReadFailure.CORRUPT_PIXEL_DATA,
             f"the {layout.transfer_syntax.name} pixel data could not be decoded: {exc}",

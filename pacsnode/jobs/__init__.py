@@ -7,22 +7,28 @@ from pacsnode.jobs.models import Delivery, DeliveryStatus, Job, JobStatus
 from pacsnode.jobs.queue import (
     DEFAULT_DELIVERY_POLICY,
     DEFAULT_JOB_POLICY,
+    ENDED,
     Enqueued,
     JobQueue,
+    Purged,
     Reaped,
+    Remover,
 )
 from pacsnode.jobs.retry import RandomSource, RetryPolicy
 
 __all__ = [
     "DEFAULT_DELIVERY_POLICY",
     "DEFAULT_JOB_POLICY",
+    "ENDED",
     "Delivery",
     "DeliveryStatus",
     "Enqueued",
     "Job",
     "JobQueue",
     "JobStatus",
+    "Purged",
     "RandomSource",
     "Reaped",
+    "Remover",
     "RetryPolicy",
 ]

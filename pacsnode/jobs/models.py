@@ -19,6 +19,7 @@ from pacsnode.db import Base
 _S = TypeVar("_S")
 
 __all__ = [
+    "DELETED_PATH",
     "Delivery",
     "DeliveryRecord",
     "DeliveryStatus",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 _UID = String(64)  # The UI value representation's maximum length.
+
+DELETED_PATH = ""
+"""What a path column holds once retention or a purge deleted the file; snapshots show
+None. (An empty string, not NULL: the columns are NOT NULL in existing databases.)"""
 
 
 class JobStatus(enum.Enum):
@@ -145,6 +150,8 @@ class Job:
         Attempts started so far; a claim counts one, a release takes it back.
     not_before
         Earliest time the job may be claimed (the retry backoff).
+    spool_path
+        The received film, or None once retention deleted it.
     lease_owner, lease_expires
         The worker holding a RUNNING job and until when, else None.
     last_error
@@ -157,7 +164,7 @@ class Job:
     series_instance_uid: str
     sop_class_uid: str
     calling_ae: str
-    spool_path: Path
+    spool_path: Path | None
     status: JobStatus
     attempts: int
     max_attempts: int
@@ -187,7 +194,7 @@ class Delivery:
     sop_instance_uid
         The result object's SOP Instance UID.
     path
-        The result object's file.
+        The result object's file, or None once retention deleted it.
     lease_owner, lease_expires
         The sender holding it and until when, else None.
     """
@@ -197,7 +204,7 @@ class Delivery:
     destination: str
     kind: str
     sop_instance_uid: str
-    path: Path
+    path: Path | None
     status: DeliveryStatus
     attempts: int
     max_attempts: int
@@ -215,8 +222,9 @@ class Delivery:
 
 
 def _snapshot(cls: type[_S], record: Base, *, path_fields: tuple[str, ...]) -> _S:
-    """``cls`` filled from the row's columns of the same names (paths as ``Path``)."""
+    """``cls`` filled from the row's columns of the same names (paths as ``Path``, a
+    deleted file's as None)."""
     values = {f.name: getattr(record, f.name) for f in fields(cls)}  # type: ignore[arg-type]
     for name in path_fields:
-        values[name] = Path(values[name])
+        values[name] = None if values[name] == DELETED_PATH else Path(values[name])
     return cls(**values)

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar, cast
+from typing import Final, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, CursorResult, Engine, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pacsnode.audit.screen import screen_text
 from pacsnode.config.settings import WorkerSettings
 from pacsnode.db import Clock, aware_utc, make_sessionmaker, read_session, utc_now, write_session
 from pacsnode.errors import JobStateError
 from pacsnode.jobs.models import (
+    DELETED_PATH,
     Delivery,
     DeliveryRecord,
     DeliveryStatus,
@@ -33,9 +35,12 @@ from pacsnode.jobs.retry import RandomSource, RetryPolicy
 __all__ = [
     "DEFAULT_DELIVERY_POLICY",
     "DEFAULT_JOB_POLICY",
+    "ENDED",
     "Enqueued",
     "JobQueue",
+    "Purged",
     "Reaped",
+    "Remover",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,16 @@ DEFAULT_DELIVERY_POLICY: Final = RetryPolicy(max_attempts=30, base=60.0, cap=360
 _ERROR_CHARS: Final = 4000
 _WAITING: Final = (JobStatus.QUEUED, JobStatus.FAILED)
 _UNSENT: Final = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+_DONE: Final = (DeliveryStatus.SENT, DeliveryStatus.DEAD)
+
+ENDED: Final = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.IGNORED}
+)
+"""Job states nothing moves a job out of by itself; only these lose their film or row."""
+
+Remover = Callable[[Path], bool]
+"""Deletes one file for the queue, inside the transaction that forgets it; False keeps
+the file and its row as they are (say, a film re-sent since its job ended)."""
 
 
 class Enqueued(NamedTuple):
@@ -58,6 +73,13 @@ class Enqueued(NamedTuple):
     """The instance had been received before."""
     requeued: bool
     """It had, and its failed or dead job was put back in the queue."""
+
+
+class Purged(NamedTuple):
+    """What :meth:`JobQueue.purge` deleted (or, for a dry run, would delete)."""
+
+    jobs: tuple[Job, ...]
+    deliveries: tuple[Delivery, ...]
 
 
 class Reaped(NamedTuple):
@@ -152,6 +174,8 @@ class JobQueue:
         * CANCELLED: nothing; an administrator withdrew it and ``retry`` undoes that.
         * IGNORED: nothing; the filter passed it over, and ``retry`` analyses it anyway.
 
+        Where retention had deleted the job's film, the job takes the new file.
+
         Parameters
         ----------
         spool_path
@@ -238,6 +262,11 @@ class JobQueue:
                 record.updated_at = now
                 session.flush()
                 log.info("job re-queued by a re-sent instance", extra=_job_context(record))
+            elif record.spool_path == DELETED_PATH:
+                # Retention had deleted the film and the re-sent copy is on disk again:
+                # the job owns it, so that retention deletes it too.
+                record.spool_path = spool_path
+                session.flush()
             return Enqueued(Job.of(record), existed=True, requeued=requeued)
 
     # --- the worker's side -------------------------------------------------------------
@@ -414,12 +443,17 @@ class JobQueue:
         Raises
         ------
         JobStateError
-            The job does not exist or is QUEUED, RUNNING or SUCCEEDED.
+            The job does not exist or is QUEUED, RUNNING or SUCCEEDED, or retention
+            deleted its film (the sender must send it again).
         """
         allowed = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.IGNORED)
         with write_session(self._sessions) as session:
             now = self._now()
             record = _job_in(session, job_id, allowed, "retried")
+            if record.spool_path == DELETED_PATH:
+                raise JobStateError(
+                    f"job {job_id}: its film was deleted by retention; send the film again"
+                )
             record.status = JobStatus.QUEUED
             record.attempts = 0
             record.max_attempts = self._job_policy.max_attempts
@@ -448,41 +482,191 @@ class JobQueue:
             session.flush()
             return Job.of(record)
 
-    def purge(self, statuses: Iterable[JobStatus], older_than: datetime) -> int:
-        """Delete jobs in ``statuses`` last changed before ``older_than``, with their deliveries.
+    def purge(
+        self,
+        statuses: Iterable[JobStatus],
+        older_than: datetime,
+        remove: Remover | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> Purged:
+        """Delete ended jobs in ``statuses`` last changed before ``older_than``, with their
+        deliveries and, through ``remove``, their files.
 
-        A job with a result still to send (a PENDING or FAILED delivery) is kept.
+        A job with a result still to send (a PENDING or FAILED delivery) is kept, and so is
+        one whose files ``remove`` declines or fails to delete (the error is raised and
+        nothing is deleted).
+
+        Parameters
+        ----------
+        remove
+            Deletes a file (the film, each result object); called before the rows go,
+            inside their transaction. None leaves the files where they are.
+        dry_run
+            Only find what would be deleted.
 
         Returns
         -------
-        int
-            The number of jobs deleted.
+        Purged
+            The jobs and deliveries deleted, as they were.
 
         Raises
         ------
         ValueError
-            ``statuses`` includes RUNNING, which is never purged; or ``older_than`` is
-            naive.
+            ``statuses`` includes a state that has not ended (QUEUED, RUNNING, FAILED),
+            which is never purged; or ``older_than`` is naive.
         """
         wanted = frozenset(statuses)
-        if JobStatus.RUNNING in wanted:
-            raise ValueError("RUNNING jobs are never purged; release them or let them finish")
+        live = sorted(status.name for status in wanted - ENDED)
+        if live:
+            raise ValueError(
+                f"{', '.join(live)} jobs have not ended and are never purged; "
+                "cancel them or let them finish"
+            )
         cutoff = aware_utc(older_than, "older_than")
         if not wanted:
-            return 0
+            return Purged((), ())
         unsent = (
             select(DeliveryRecord.id)
             .where(DeliveryRecord.job_id == JobRecord.id, DeliveryRecord.status.in_(_UNSENT))
             .exists()
         )
-        statement = delete(JobRecord).where(
-            JobRecord.status.in_(wanted), JobRecord.updated_at < cutoff, ~unsent
-        )
         with write_session(self._sessions) as session:
-            result = session.execute(statement, execution_options={"synchronize_session": False})
-            count = cast(CursorResult[Any], result).rowcount
-        log.info("purged %d jobs", count)
-        return count
+            records = session.scalars(
+                select(JobRecord)
+                .where(JobRecord.status.in_(wanted), JobRecord.updated_at < cutoff, ~unsent)
+                .order_by(JobRecord.id)
+                .with_for_update()
+            ).all()
+            jobs = tuple(Job.of(record) for record in records)
+            deliveries = tuple(
+                Delivery.of(record)
+                for record in session.scalars(
+                    select(DeliveryRecord)
+                    .where(DeliveryRecord.job_id.in_([job.id for job in jobs]))
+                    .order_by(DeliveryRecord.id)
+                )
+            )
+            if dry_run or not jobs:
+                return Purged(jobs, deliveries)
+            if remove is not None:
+                files = [job.spool_path for job in jobs] + [d.path for d in deliveries]
+                for path in dict.fromkeys(f for f in files if f is not None):
+                    if not remove(path):
+                        raise JobStateError(f"{path} was kept; the purge deleted nothing")
+            session.execute(
+                delete(JobRecord).where(JobRecord.id.in_([job.id for job in jobs])),
+                execution_options={"synchronize_session": False},
+            )
+        log.info("purged %d jobs and %d deliveries", len(jobs), len(deliveries))
+        return Purged(jobs, deliveries)
+
+    # --- retention ---------------------------------------------------------------------
+
+    def films_to_delete(self, ended_before: datetime, limit: int = 100) -> tuple[Job, ...]:
+        """Up to ``limit`` ended jobs, oldest first, last changed before ``ended_before``
+        that still have their film."""
+        cutoff = aware_utc(ended_before, "ended_before")
+        with read_session(self._sessions) as session:
+            return tuple(
+                Job.of(record)
+                for record in session.scalars(
+                    select(JobRecord)
+                    .where(
+                        JobRecord.status.in_(ENDED),
+                        JobRecord.updated_at < cutoff,
+                        JobRecord.spool_path != DELETED_PATH,
+                    )
+                    .order_by(JobRecord.updated_at, JobRecord.id)
+                    .limit(limit)
+                )
+            )
+
+    def delete_film(self, job_id: int, ended_before: datetime, remove: Remover) -> Job | None:
+        """Delete the film of a job that ended before ``ended_before`` and forget its path.
+
+        The job is checked again under the write lock, so a film re-sent and re-queued
+        meanwhile is kept. The job's state and ``updated_at`` are left as they were.
+
+        Returns
+        -------
+        Job or None
+            The job as it was before (with its film's path), or None when it no longer
+            qualifies or ``remove`` kept the file.
+        """
+        cutoff = aware_utc(ended_before, "ended_before")
+        with write_session(self._sessions) as session:
+            record = session.get(JobRecord, job_id, with_for_update=True)
+            if (
+                record is None
+                or record.status not in ENDED
+                or record.updated_at >= cutoff
+                or record.spool_path == DELETED_PATH
+            ):
+                return None
+            before = Job.of(record)
+            assert before.spool_path is not None
+            if not remove(before.spool_path):
+                return None
+            record.spool_path = DELETED_PATH
+            session.flush()
+            return before
+
+    def results_to_delete(self, done_before: datetime, limit: int = 100) -> tuple[Path, ...]:
+        """Up to ``limit`` result files whose every delivery was sent or given up before
+        ``done_before``, and which are still on disk as far as the queue knows."""
+        cutoff = aware_utc(done_before, "done_before")
+        undone = func.sum(case((DeliveryRecord.status.in_(_DONE), 0), else_=1))
+        statement = (
+            select(DeliveryRecord.path)
+            .where(DeliveryRecord.path != DELETED_PATH)
+            .group_by(DeliveryRecord.path)
+            .having(undone == 0, func.max(DeliveryRecord.updated_at) < cutoff)
+            .order_by(func.max(DeliveryRecord.updated_at))
+            .limit(limit)
+        )
+        with read_session(self._sessions) as session:
+            return tuple(Path(path) for path in session.scalars(statement))
+
+    def delete_result(
+        self, path: Path | str, done_before: datetime, remove: Remover
+    ) -> tuple[Delivery, ...]:
+        """Delete a result file whose every delivery was sent or given up before
+        ``done_before``, and forget its path in those deliveries.
+
+        Returns
+        -------
+        tuple of Delivery
+            Its deliveries as they were, or none when it no longer qualifies or ``remove``
+            kept the file.
+        """
+        cutoff = aware_utc(done_before, "done_before")
+        with write_session(self._sessions) as session:
+            records = session.scalars(
+                select(DeliveryRecord)
+                .where(DeliveryRecord.path == str(path))
+                .order_by(DeliveryRecord.id)
+                .with_for_update()
+            ).all()
+            if not records or any(
+                r.status not in _DONE or r.updated_at >= cutoff for r in records
+            ):
+                return ()
+            before = tuple(Delivery.of(record) for record in records)
+            if not remove(Path(path)):
+                return ()
+            for record in records:
+                record.path = DELETED_PATH
+            session.flush()
+            return before
+
+    def has_deliveries(self, job_id: int) -> bool:
+        """Whether any result of the job was queued for sending."""
+        with read_session(self._sessions) as session:
+            found = session.scalars(
+                select(DeliveryRecord.id).where(DeliveryRecord.job_id == job_id).limit(1)
+            ).first()
+            return found is not None
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id, or None."""
@@ -497,6 +681,16 @@ class JobQueue:
                 select(JobRecord).where(JobRecord.sop_instance_uid == sop_instance_uid)
             ).one_or_none()
             return None if record is None else Job.of(record)
+
+    def unfinished_films(self, calling_ae: str) -> tuple[Path, ...]:
+        """The spool files of the jobs from ``calling_ae`` that are queued, running or
+        waiting to retry: what that sender holds of the spool until they are analysed."""
+        statement = select(JobRecord.spool_path).where(
+            JobRecord.calling_ae == calling_ae,
+            JobRecord.status.in_((JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED)),
+        )
+        with read_session(self._sessions) as session:
+            return tuple(Path(path) for path in session.scalars(statement) if path)
 
     def list(self, status: JobStatus | None = None, limit: int = 100) -> tuple[Job, ...]:
         """Up to ``limit`` jobs, optionally of one status, most recently queued first."""
@@ -584,6 +778,10 @@ class JobQueue:
                     updated_at=now,
                 )
                 session.add(record)
+                session.flush()
+            elif record.path == DELETED_PATH:
+                # Written again after retention deleted it: track the file once more.
+                record.path = str(path)
                 session.flush()
             return Delivery.of(record)
 
@@ -684,6 +882,10 @@ class JobQueue:
             if record.status not in (DeliveryStatus.DEAD, DeliveryStatus.FAILED) or leased:
                 state = f"being sent by {record.lease_owner}" if leased else record.status.name
                 raise JobStateError(f"delivery {delivery_id} is {state}; it cannot be retried")
+            if record.path == DELETED_PATH:
+                raise JobStateError(
+                    f"delivery {delivery_id}: its result file was deleted by retention"
+                )
             record.status = DeliveryStatus.PENDING
             record.attempts = 0
             record.max_attempts = self._delivery_policy.max_attempts
@@ -818,6 +1020,8 @@ def _lease(seconds: float) -> timedelta:
 
 
 def _clip(error: str) -> str:
+    """The error through the active patient screen, cut to the column's length."""
+    error = screen_text(error) or ""
     return error if len(error) <= _ERROR_CHARS else error[: _ERROR_CHARS - 1] + "…"
 
 

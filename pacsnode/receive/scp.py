@@ -6,19 +6,24 @@ runs in the worker, never in an association thread.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacsnode.audit import AuditEvent, AuditLog, Outcome
+from pacsnode.audit import AuditEvent, AuditLog, Outcome, PatientScreen, screen_text, screening
 from pacsnode.config.settings import (
     CR_IMAGE_STORAGE,
     DX_FOR_PRESENTATION_STORAGE,
@@ -27,11 +32,15 @@ from pacsnode.config.settings import (
     Settings,
     Unmatched,
 )
+from pacsnode.config.tls import server_context, subject_of
 from pacsnode.errors import ImageReadError
 from pacsnode.imaging.reader import SUPPORTED_TRANSFER_SYNTAXES, FilmHeader, inspect_film
 from pacsnode.jobs import JobQueue
+from pacsnode.receive.inflate import InflateError, TooLargeInflated, inflate_file
+from pacsnode.receive.intake import Intake
 from pacsnode.receive.spool import Spool, SpoolFullError, is_uid
 from pacsnode.receive.statuses import Refusal, StoreStatus, answer, refusal_for_read_error
+from pacsnode.receive.tls import start_tls_server
 
 __all__ = ["FILM_SOP_CLASSES", "Peer", "StorageSCP"]
 
@@ -48,9 +57,15 @@ FILM_SOP_CLASSES: Final = frozenset(
 """The SOP classes the node keeps: single-frame projection films."""
 
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 §9.3.4: rejected permanent by the
-# service user, calling AE title not recognised / no reason given.
+# service user, calling / called AE title not recognised, no reason given.
 _REJECT_CALLING_AE: Final = (0x01, 0x01, 0x03)
+_REJECT_CALLED: Final = (0x01, 0x01, 0x07)
 _REJECT_NO_REASON: Final = (0x01, 0x01, 0x01)
+
+_MIB: Final = 1024 * 1024
+# A compressed film this small is read into memory and decoded before it is accepted; a
+# larger one is checked from its file, header only (values over 64 KiB are not read).
+_CHECKED_IN_MEMORY: Final = 16 * _MIB
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,24 @@ class Peer:
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.address}:{self.port}"
+
+
+def _tls_details(assoc: Any) -> dict[str, Any]:
+    """The peer's certificate subject and the TLS version, for the audit row; empty for
+    an association over plain TCP."""
+    # pynetdicom keeps the socket at assoc.dul.socket.socket (an internal path).
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return {}
+    try:
+        return {"tls_subject": subject_of(sock.getpeercert()), "tls_version": sock.version()}
+    except (OSError, ValueError):  # closed under us
+        return {"tls_subject": None, "tls_version": None}
+
+
+def _called_ae_title(assoc: Any) -> str:
+    primitive = assoc.requestor.primitive
+    return str(primitive.called_ae_title if primitive is not None else "").strip()
 
 
 class StorageSCP:
@@ -94,6 +127,14 @@ class StorageSCP:
     Every storage SOP class is negotiated, not only the films the node reads, so a
     sender that routes a CT here gets a C-STORE failure status it can log (and an audit
     row here) instead of an anonymous presentation-context rejection.
+
+    Data sets are streamed to disk (see :mod:`pacsnode.receive.intake`), which sets
+    pynetdicom's process-wide ``STORE_RECV_CHUNKED_DATASET``: another storage SCP in the
+    same process then gets its data sets as files too (its ``event.dataset`` still works).
+
+    With ``[tls]`` the port speaks DICOM TLS only (see :mod:`pacsnode.receive.tls`): a
+    failed handshake is audited as ``association_rejected`` with the peer's address, and
+    each association's audit row carries the peer certificate's subject.
     """
 
     def __init__(
@@ -110,6 +151,15 @@ class StorageSCP:
         self.spool = spool or Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
         self.on_queued = on_queued
         self._server: Any = None
+        node = settings.node
+        self.intake = Intake(
+            self.spool,
+            max_pdu=node.max_pdu_kb * 1024,
+            max_dataset=node.max_dataset_mb * _MIB,
+            share_per_ae=settings.security.max_spool_share_per_ae,
+            held_by=self._held_by,
+            on_abort=self._on_abort,
+        )
 
     def start(self) -> None:
         """Listen on the configured address; returns once the socket is bound.
@@ -122,19 +172,42 @@ class StorageSCP:
         node = self.settings.node
         ae = AE(ae_title=node.ae_title)
         ae.maximum_associations = node.max_associations
+        ae.maximum_pdu_size = self.intake.max_pdu
+        self.spool.clear_incoming()
+        self._warn_if_open()
         ae.add_supported_context(Verification)
         syntaxes = [str(uid) for uid in SUPPORTED_TRANSFER_SYNTAXES]
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, syntaxes)
         handlers = [
+            (evt.EVT_CONN_OPEN, self._on_connected),
+            (evt.EVT_CONN_CLOSE, self._on_disconnected),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        self._server = ae.start_server((node.host, node.port), block=False, evt_handlers=handlers)
-        log.info("listening as %s on %s:%d", node.ae_title, *self.address)
+        tls = self.settings.tls
+        if tls is None:
+            self._server = ae.start_server(
+                (node.host, node.port), block=False, evt_handlers=handlers
+            )
+        else:
+            self._server = start_tls_server(
+                ae,
+                (node.host, node.port),
+                server_context(tls),
+                evt_handlers=handlers,
+                handshake_timeout=tls.handshake_timeout_seconds,
+                on_handshake_failed=self._on_handshake_failed,
+            )
+        log.info(
+            "listening as %s on %s:%d%s",
+            node.ae_title,
+            *self.address,
+            " (DICOM TLS only)" if tls is not None else "",
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -151,12 +224,42 @@ class StorageSCP:
             self._server = None
             log.info("listener stopped")
 
+    def _warn_if_open(self) -> None:
+        node = self.settings.node
+        if not self.settings.security.allowed_calling_aets and not node.loopback_only:
+            log.warning(
+                "listening on %s with an empty [security] allowed_calling_aets: the node "
+                "accepts any calling AE title; list the senders' titles there",
+                node.host,
+            )
+
     # --- associations ------------------------------------------------------------------
+
+    def _on_connected(self, event: Any) -> None:
+        self.intake.attach(event.assoc)
+
+    def _on_disconnected(self, event: Any) -> None:
+        self.intake.detach(event.assoc)
+
+    def _on_abort(self, assoc: Any, reason: str) -> None:
+        peer = Peer.of(assoc)
+        log.warning("association from %s aborted: %s", peer, reason)
+        self._record(AuditEvent.ASSOCIATION_ABORTED, Outcome.FAILURE, peer, reason=reason)
+
+    def _held_by(self, calling_ae: str) -> int:
+        held = 0
+        for path in self.queue.unfinished_films(calling_ae):
+            with contextlib.suppress(OSError):  # already gone: holds nothing
+                held += path.stat().st_size
+        return held
 
     def _on_requested(self, event: Any) -> None:
         peer = Peer.of(event.assoc)
         security = self.settings.security
-        if not security.allows_calling_ae(peer.ae_title):
+        called, own = _called_ae_title(event.assoc), self.settings.node.ae_title
+        if called != own:
+            reason, rsd = f"called AE title {called!r} is not this node's ({own})", _REJECT_CALLED
+        elif not security.allows_calling_ae(peer.ae_title):
             reason, rsd = f"calling AE title {peer.ae_title!r} is not allowed", _REJECT_CALLING_AE
         elif not security.allows_host(peer.address):
             reason, rsd = f"peer address {peer.address} is not allowed", _REJECT_NO_REASON
@@ -164,7 +267,13 @@ class StorageSCP:
             return
         log.warning("association from %s rejected: %s", peer, reason)
         # Audited first: once the peer has its answer, the record must already exist.
-        self._record(AuditEvent.ASSOCIATION_REJECTED, Outcome.FAILURE, peer, reason=reason)
+        self._record(
+            AuditEvent.ASSOCIATION_REJECTED,
+            Outcome.FAILURE,
+            peer,
+            reason=reason,
+            details=_tls_details(event.assoc) or None,
+        )
         event.assoc.acse.send_reject(*rsd)
         # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is on
         # the wire and the DUL idle, or closing the socket races it and the peer sees an
@@ -175,7 +284,22 @@ class StorageSCP:
         peer = Peer.of(event.assoc)
         contexts = sorted({str(cx.abstract_syntax) for cx in event.assoc.accepted_contexts})
         self._record(
-            AuditEvent.ASSOCIATION_ACCEPTED, Outcome.SUCCESS, peer, details={"contexts": contexts}
+            AuditEvent.ASSOCIATION_ACCEPTED,
+            Outcome.SUCCESS,
+            peer,
+            details={"contexts": contexts, **_tls_details(event.assoc)},
+        )
+
+    def _on_handshake_failed(self, address: str, port: int, reason: str) -> None:
+        # Called in the peer's own thread; there is no association, so no AE title.
+        peer = Peer("", address, port)
+        log.warning("connection from %s:%d refused: %s", address, port, reason)
+        self._record(
+            AuditEvent.ASSOCIATION_REJECTED,
+            Outcome.FAILURE,
+            peer,
+            reason=reason,
+            details={"tls": True},
         )
 
     def _on_rejected(self, event: Any) -> None:
@@ -183,7 +307,13 @@ class StorageSCP:
         peer = Peer.of(event.assoc)
         reason = "association limit reached" if self._at_limit(event.assoc) else "rejected"
         log.warning("association from %s rejected: %s", peer, reason)
-        self._record(AuditEvent.ASSOCIATION_REJECTED, Outcome.FAILURE, peer, reason=reason)
+        self._record(
+            AuditEvent.ASSOCIATION_REJECTED,
+            Outcome.FAILURE,
+            peer,
+            reason=reason,
+            details=_tls_details(event.assoc) or None,
+        )
 
     def _at_limit(self, assoc: Any) -> bool:
         acceptors = [a for a in assoc.ae.active_associations if a.is_acceptor]
@@ -198,6 +328,12 @@ class StorageSCP:
         peer = Peer.of(event.assoc)
         request = event.request
         sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+        # Whatever this film makes go wrong, its patient values stay out of the log, the
+        # audit reasons and the answer.
+        with screening(_screen_of(event)):
+            return self._answer(event, peer, sop_instance_uid)
+
+    def _answer(self, event: Any, peer: Peer, sop_instance_uid: str) -> Dataset:
         try:
             return self._receive(event, peer, sop_instance_uid)
         except Refusal as refusal:
@@ -216,7 +352,7 @@ class StorageSCP:
                 reason=refusal.comment,
                 details={"status": f"0x{refusal.status:04X}"},
             )
-            return answer(refusal.status, refusal.comment)
+            return answer(refusal.status, screen_text(refusal.comment))
         except Exception:
             # A fault of the node itself: the sender keeps the image and may retry.
             log.exception("instance %s from %s: internal error", sop_instance_uid, peer)
@@ -231,6 +367,12 @@ class StorageSCP:
             return answer(StoreStatus.PROCESSING_FAILURE, "Internal error in pacsnode")
 
     def _receive(self, event: Any, peer: Peer, sop_instance_uid: str) -> Dataset:
+        # The data set is already on disk, streamed there by the intake (see start()).
+        received = Path(event.dataset_path)
+        incoming = self.intake.take(received)
+        if incoming is None:
+            raise RuntimeError(f"{received} did not arrive through the intake")
+        incoming.close()
         sop_class_uid = str(event.request.AffectedSOPClassUID or "")
         if sop_class_uid not in FILM_SOP_CLASSES:
             name = UID(sop_class_uid).name if sop_class_uid else "no SOP class"
@@ -241,8 +383,10 @@ class StorageSCP:
             raise Refusal(
                 StoreStatus.CANNOT_UNDERSTAND, f"Affected SOP Instance UID {sop_instance_uid!r}"
             )
-        data = event.encoded_dataset()
-        header = self._checked_header(data, sop_class_uid, sop_instance_uid)
+        if incoming.refusal is not None:
+            raise incoming.refusal
+        syntax = UID(str(event.context.transfer_syntax))
+        header = self._checked_header(received, syntax, sop_class_uid, sop_instance_uid)
         selected = self.settings.filter.matches(
             modality=header.modality,
             body_part=header.body_part_examined,
@@ -252,7 +396,7 @@ class StorageSCP:
         if not selected and self.settings.filter.unmatched is Unmatched.REFUSE:
             raise Refusal(StoreStatus.NOT_AUTHORISED, "Not a film this node is set to analyse")
         try:
-            path = self.spool.store(sop_instance_uid, data)
+            path = self.spool.adopt(sop_instance_uid, received)
         except SpoolFullError as exc:
             raise Refusal(StoreStatus.OUT_OF_RESOURCES, f"Out of disk: {exc}") from exc
         except OSError as exc:
@@ -293,7 +437,7 @@ class StorageSCP:
             details={
                 "sop_class_uid": sop_class_uid,
                 "transfer_syntax": header.transfer_syntax_uid,
-                "bytes": len(data),
+                "bytes": incoming.received,
                 "resent": queued.existed,
                 "requeued": queued.requeued,
                 "job_status": queued.job.status.value,
@@ -301,9 +445,19 @@ class StorageSCP:
         )
         return answer(StoreStatus.SUCCESS)
 
-    def _checked_header(self, data: bytes, sop_class_uid: str, sop_instance_uid: str) -> FilmHeader:
+    def _checked_header(
+        self, path: Path, syntax: UID, sop_class_uid: str, sop_instance_uid: str
+    ) -> FilmHeader:
         try:
-            header = inspect_film(data)
+            if syntax == DeflatedExplicitVRLittleEndian:
+                header = self._inflated_header(path)
+            else:
+                with path.open("rb") as stream:
+                    size = os.fstat(stream.fileno()).st_size
+                    small = syntax.is_encapsulated and size <= _CHECKED_IN_MEMORY
+                    # A damaged codestream shows only when decoded: no 0000 for it.
+                    source = stream.read() if small else stream
+                    header = inspect_film(source, decode_compressed=small)
         except ImageReadError as exc:
             raise refusal_for_read_error(exc) from exc
         mismatch = StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
@@ -319,6 +473,30 @@ class StorageSCP:
                 raise Refusal(mismatch, f"{name} missing or malformed")
         return header
 
+    def _inflated_header(self, path: Path) -> FilmHeader:
+        """The header of a deflated film, read from a copy inflated within the bound."""
+        copy, stream = self.spool.open_incoming()
+        try:
+            with stream:
+                inflate_file(path, stream, self.intake.max_dataset)
+            with copy.open("rb") as inflated:
+                header = inspect_film(inflated)
+        except TooLargeInflated as exc:
+            raise Refusal(
+                StoreStatus.OUT_OF_RESOURCES,
+                f"Data set larger than {exc.limit // _MIB} MiB once inflated "
+                "(max_dataset_mb of this node)",
+            ) from exc
+        except InflateError as exc:
+            raise Refusal(StoreStatus.CANNOT_UNDERSTAND, f"Deflated data set: {exc}") from exc
+        except OSError as exc:
+            raise Refusal(
+                StoreStatus.OUT_OF_RESOURCES, f"Cannot write the spool: {exc.strerror}"
+            ) from exc
+        finally:
+            copy.unlink(missing_ok=True)
+        return dataclasses.replace(header, transfer_syntax_uid=str(DeflatedExplicitVRLittleEndian))
+
     # --- audit -------------------------------------------------------------------------
 
     def _record(self, event: AuditEvent, outcome: Outcome, peer: Peer, **fields: Any) -> None:
@@ -328,3 +506,12 @@ class StorageSCP:
             self.audit.record(event, outcome, actor=str(peer), **fields)
         except Exception:
             log.exception("audit entry %s for %s could not be written", event.value, peer)
+
+
+def _screen_of(event: Any) -> PatientScreen:
+    """The patient screen of the film a C-STORE carries, read before the file moves."""
+    try:
+        source: Path | bytes = Path(event.dataset_path)  # received in chunks, on disk
+    except AttributeError:
+        source = event.encoded_dataset()
+    return PatientScreen.read(source)

@@ -6,19 +6,27 @@ lands on the same path and a directory never holds more than a fraction of the s
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import logging
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
-from pacsnode.durable import write_durably
+from pacsnode.durable import move_durably, write_durably
 from pacsnode.errors import PacsnodeError
 
 __all__ = ["Spool", "SpoolFullError", "is_uid"]
 
+log = logging.getLogger(__name__)
+
 _MIB: Final = 1024 * 1024
+INCOMING_SUBDIR: Final = ".incoming"
+"""Where data sets are written while they arrive; a dot keeps it apart from the fan-out."""
 # PS3.5 §9.1: digits and dots, at most 64; also what makes a UID safe as a file name.
 _UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -59,6 +67,76 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.root).free / _MIB
 
+    def check_free(self) -> int:
+        """The bytes that may still be written before the spool reaches ``min_free_mb``.
+
+        Raises
+        ------
+        SpoolFullError
+            Free space is already below ``min_free_mb``.
+        """
+        free = self.free_mb()
+        if free < self.min_free_mb:
+            raise SpoolFullError(
+                f"spool has {free:.0f} MiB free, below the {self.min_free_mb} MiB kept free"
+            )
+        return int((free - self.min_free_mb) * _MIB)
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Where data sets are written while they arrive, on the spool's filesystem."""
+        return self.root / INCOMING_SUBDIR
+
+    def open_incoming(self) -> tuple[Path, IO[bytes]]:
+        """A new file in :attr:`incoming_dir` for a data set that is arriving, and the
+        file open for writing, unbuffered.
+
+        Its name starts with this process's id, so that :meth:`clear_incoming` knows
+        which files a dead node left behind.
+        """
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".dcm", dir=self.incoming_dir)
+        return Path(name), os.fdopen(fd, "wb", buffering=0)
+
+    def adopt(self, sop_instance_uid: str, incoming: Path) -> Path:
+        """Keep a file from :attr:`incoming_dir` durably as the instance's; a re-sent UID
+        replaces its file.
+
+        Raises
+        ------
+        SpoolFullError
+            The disk filled while syncing.
+        OSError
+            Any other failure; the incoming file is left for the caller to remove.
+        """
+        path = self.path_for(sop_instance_uid)
+        try:
+            move_durably(incoming, path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SpoolFullError(f"spool disk full while syncing: {exc.strerror}") from exc
+            raise
+        return path
+
+    def clear_incoming(self) -> int:
+        """Remove the incoming files of node processes that no longer run; how many.
+
+        A node that died mid-transfer leaves a partial data set there.
+        """
+        removed = 0
+        if not self.incoming_dir.is_dir():
+            return removed
+        for entry in self.incoming_dir.iterdir():
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+        if removed:
+            log.info("removed %d partial data set(s) left in %s", removed, self.incoming_dir)
+        return removed
+
     def store(self, sop_instance_uid: str, data: bytes) -> Path:
         """Keep the file of an instance durably; a re-sent UID replaces its file.
 
@@ -69,11 +147,7 @@ class Spool:
         OSError
             Any other failure to write; nothing is left under the instance's name.
         """
-        free = self.free_mb()
-        if free < self.min_free_mb:
-            raise SpoolFullError(
-                f"spool has {free:.0f} MiB free, below the {self.min_free_mb} MiB kept free"
-            )
+        self.check_free()
         path = self.path_for(sop_instance_uid)
         try:
             write_durably(path, data)
@@ -82,3 +156,15 @@ class Spool:
                 raise SpoolFullError(f"spool disk full while writing: {exc.strerror}") from exc
             raise
         return path
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True

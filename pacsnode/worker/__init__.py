@@ -1,6 +1,17 @@
 """The worker: analyses queued films and sends their results, each on its own schedule."""
 
 from pacsnode.worker.analyst import Analysis, Analyst, ResultFile
-from pacsnode.worker.loops import DeliveryLoop, JobLoop, worker_name
+from pacsnode.worker.loops import DeliveryLoop, JobLoop, RetentionLoop, worker_name
+from pacsnode.worker.retention import Retention, Swept
 
-__all__ = ["Analysis", "Analyst", "DeliveryLoop", "JobLoop", "ResultFile", "worker_name"]
+__all__ = [
+    "Analysis",
+    "Analyst",
+    "DeliveryLoop",
+    "JobLoop",
+    "ResultFile",
+    "Retention",
+    "RetentionLoop",
+    "Swept",
+    "worker_name",
+]

@@ -5,7 +5,6 @@ Shared by the worker; knows nothing of the queue, so it can be tested on a file.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import time
@@ -119,8 +118,9 @@ class Analyst:
         return cls(stack, results_dir)
 
     def directory_for(self, sop_instance_uid: str) -> Path:
-        fan = hashlib.sha1(sop_instance_uid.encode("ascii")).hexdigest()[:2]
-        return self.results_dir / fan / sop_instance_uid
+        from pacsnode.worker.retention import result_directory
+
+        return result_directory(self.results_dir, sop_instance_uid)
 
     def analyse(self, path: Path) -> Analysis:
         """Read the film at ``path``, analyse it and write its result objects.
@@ -181,6 +181,8 @@ def describe(reading: SpineReading) -> str:
     else:
         confidence = max(v.confidence for v in reading.vertebrae)
         naming = f"named from {reading.reference} (p {confidence:.2f})"
+        if reading.abstention is not None:
+            naming += f", {reading.abstention}"
     graded = [
         f"{v.label} grade {v.finding.grade} (p {v.finding.confidence:.2f})"
         for v in reading.vertebrae

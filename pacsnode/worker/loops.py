@@ -12,17 +12,20 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from pacsnode.audit import AuditEvent, AuditLog, Outcome
+from pacsnode.audit import AuditEvent, AuditLog, Outcome, PatientScreen, screening
 from pacsnode.config.settings import Destination
 from pacsnode.errors import JobStateError
 from pacsnode.export.sender import send_file
 from pacsnode.jobs import Delivery, Job, JobQueue, JobStatus
 from pacsnode.worker.analyst import Analyst, is_permanent
+from pacsnode.worker.retention import SWEEP_SECONDS, Retention
 
-__all__ = ["DeliveryLoop", "JobLoop", "worker_name"]
+__all__ = ["DeliveryLoop", "JobLoop", "RetentionLoop", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,11 @@ class _Loop(threading.Thread, abc.ABC):
         while not self.stop.is_set():
             try:
                 busy = self.step()
-            except Exception:
-                # The database may be away for a moment; never let the loop die of it.
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                # The database may be away for a moment, or a native decoder panicked
+                # (a PanicException is no Exception): never let the loop die of it.
                 log.exception("%s: step failed; trying again shortly", self.worker_id)
                 busy = False
             if not busy and not self.stop.is_set():
@@ -65,6 +71,18 @@ class _Loop(threading.Thread, abc.ABC):
     @abc.abstractmethod
     def step(self) -> bool:
         """Do one item's work; False when there was nothing to do."""
+
+    def _screened(self, screen: PatientScreen, work: Callable[[], bool]) -> bool:
+        """Run ``work`` with ``screen`` active, its failure logged under it too (the log
+        line of :meth:`run` would come after the screen is gone)."""
+        with screening(screen):
+            try:
+                return work()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                log.exception("%s: step failed; trying again shortly", self.worker_id)
+                return False
 
     def _record(self, event: AuditEvent, outcome: Outcome, **fields: Any) -> None:
         try:
@@ -112,6 +130,11 @@ class JobLoop(_Loop):
         job = self.queue.claim(self.worker_id, self.lease_seconds)
         if job is None:
             return False
+        # Whatever this film makes go wrong, its patient values stay out of the log,
+        # the audit reasons and the job's last error.
+        return self._screened(_screen_of(job.spool_path), lambda: self._work(job))
+
+    def _work(self, job: Job) -> bool:
         fields = _job_fields(job)
         if self.stop.is_set():
             self.queue.release(job.id, self.worker_id)
@@ -124,6 +147,8 @@ class JobLoop(_Loop):
             **fields,
         )
         try:
+            if job.spool_path is None:  # retention deleted it; `queue retry` refuses this
+                raise FileNotFoundError("the film was deleted by retention; send it again")
             with self._lease_kept(job):
                 analysis = self.analyst.analyse(job.spool_path)
                 for result in analysis.results:
@@ -261,6 +286,10 @@ class DeliveryLoop(_Loop):
         delivery = self.queue.claim_delivery(self.worker_id, self.lease_seconds)
         if delivery is None:
             return False
+        # A result object carries its film's patient module; a PACS may quote it back.
+        return self._screened(_screen_of(delivery.path), lambda: self._send(delivery))
+
+    def _send(self, delivery: Delivery) -> bool:
         if self.stop.is_set():
             self.queue.release_delivery(delivery.id, self.worker_id)
             return True
@@ -271,6 +300,9 @@ class DeliveryLoop(_Loop):
                 f"destination {delivery.destination!r} is no longer configured",
                 retryable=False,
             )
+            return True
+        if delivery.path is None:
+            self._failed(delivery, "the result file was deleted by retention", retryable=False)
             return True
         try:
             result = send_file(delivery.path, destination, self.calling_ae)
@@ -321,6 +353,46 @@ class DeliveryLoop(_Loop):
                 "source_sop_instance_uid": None if job is None else job.sop_instance_uid,
             },
         }
+
+
+class RetentionLoop(_Loop):
+    """Runs the retention sweep when the node starts and every ``interval`` seconds after.
+
+    Parameters
+    ----------
+    retention
+        The sweep, with the node's retention settings.
+    interval
+        Seconds between sweeps.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        queue: JobQueue,
+        audit: AuditLog,
+        stop: threading.Event,
+        *,
+        retention: Retention,
+        interval: float = SWEEP_SECONDS,
+    ) -> None:
+        super().__init__(name, queue, audit, stop)
+        self.retention = retention
+        self.interval = interval
+        self._due = time.monotonic()
+
+    def step(self) -> bool:
+        now = time.monotonic()
+        if now < self._due:
+            return False
+        # Set first: a sweep that fails waits for the next turn rather than spinning.
+        self._due = now + self.interval
+        self.retention.sweep()
+        return False
+
+
+def _screen_of(path: Path | None) -> PatientScreen:
+    return PatientScreen() if path is None else PatientScreen.of(path)
 
 
 def _job_fields(job: Job) -> dict[str, Any]:

@@ -394,12 +394,42 @@ def test_purge(queue: JobQueue, clock: FakeClock) -> None:
     queue.cancel(recent.id)
 
     every_final = [JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED]
-    assert queue.purge(every_final, clock.now - timedelta(seconds=5)) == 2
+    purged = queue.purge(every_final, clock.now - timedelta(seconds=5))
+    assert sorted(job.id for job in purged.jobs) == [old_done.id, old_dead.id]
     assert queue.get(old_done.id) is None and queue.get(old_dead.id) is None
     assert queue.get_delivery(sent.id) is None  # ON DELETE CASCADE
     assert queue.get(undelivered.id) is not None  # a result still to send keeps it
     assert queue.get(recent.id) is not None  # too recent
     assert queue.get(old_running.id) is not None
+
+
+def test_retention_finds_and_forgets_files(queue: JobQueue, clock: FakeClock) -> None:
+    done, waiting = enqueue(queue, 1).job, enqueue(queue, 2).job
+    queue.claim("w1", 3600)
+    queue.succeed(done.id, "w1")
+    for destination in ("pacs", "archive"):
+        queue.add_delivery(
+            done.id, destination=destination, kind="SEG", sop_instance_uid="2.25.1", path="/s"
+        )
+        claimed = queue.claim_delivery("s1", 30)
+        assert claimed is not None
+        queue.delivery_sent(claimed.id, "s1")
+    clock.advance(10)
+    cutoff = clock.now - timedelta(seconds=5)
+    assert [job.id for job in queue.films_to_delete(cutoff)] == [done.id]  # not the queued
+    assert [str(path) for path in queue.results_to_delete(cutoff)] == ["/s"]
+    removed: list[str] = []
+
+    def remove(path: object) -> bool:
+        removed.append(str(path))
+        return True
+
+    assert queue.delete_film(done.id, cutoff, remove) is not None
+    assert len(queue.delete_result("/s", cutoff, remove)) == 2
+    assert queue.delete_film(waiting.id, cutoff, remove) is None  # never a live job's film
+    assert removed == [str(done.spool_path), "/s"]
+    assert queue.films_to_delete(cutoff) == () and queue.results_to_delete(cutoff) == ()
+    assert queue.get(done.id).spool_path is None  # type: ignore[union-attr]
 
 
 # --- the audit log -------------------------------------------------------------------------

@@ -252,41 +252,55 @@ def test_retry_and_cancel_change_the_job_and_are_audited(
     assert "only DEAD, FAILED, CANCELLED" in entries[-2]["reason"]
 
 
-def test_purge_needs_yes_keeps_files_and_is_audited(
-    seeded: Path, capsys: pytest.CaptureFixture[str]
+def test_purge_needs_yes_deletes_files_with_rows_and_is_audited(
+    seeded: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spooled = seeded / "spool" / "1.2.3.2.dcm"
-    spooled.parent.mkdir()
-    spooled.write_bytes(b"DICM")
+    monkeypatch.chdir(seeded)  # job 1's SEG was written as the relative "r.dcm"
+    (seeded / "spool").mkdir()
+    films = [seeded / "spool" / f"1.2.3.{n}.dcm" for n in (1, 2, 3)]
+    for film in films:
+        film.write_bytes(b"DICM")
+    (seeded / "r.dcm").write_bytes(b"SEG")
     purge = ["queue", "purge", "--status", "dead", "--status", "succeeded", "--older-than", "7d"]
 
     code, out, _ = run(capsys, *purge)
-    assert code == 1 and "2 jobs are dead or succeeded" in out and "--yes" in out
+    assert code == 1 and "2 dead or succeeded jobs ended before" in out and "--yes" in out
+    assert "1 deliveries, 2 films and 1 result files" in out
     assert len(run_json(capsys, "queue", "list")[1]) == 3
+    assert all(film.exists() for film in films) and (seeded / "r.dcm").exists()
 
-    # Job 1's only delivery is DEAD, not waiting to be sent: it goes too.
+    # Job 1's only delivery is DEAD, not waiting to be sent: it goes too, with its file.
     code, out, _ = run(capsys, *purge, "--yes")
-    assert code == 0 and "deleted 2 " in out
+    assert code == 0 and "deleted 2 " in out and "2 films and 1 result files" in out
     assert [j["id"] for j in run_json(capsys, "queue", "list")[1]] == [3]
-    assert spooled.read_bytes() == b"DICM"
+    assert [film.exists() for film in films] == [False, False, True]  # job 3 is queued
+    assert not (seeded / "r.dcm").exists()
     (entry,) = admin_entries(capsys)
     assert entry["outcome"] == "success" and entry["actor"] == "cli:alice"
     assert entry["details"]["deleted"] == 2
+    assert (entry["details"]["films"], entry["details"]["results"]) == (2, 1)
     assert entry["details"]["statuses"] == ["dead", "succeeded"]
+    _, deleted = run_json(capsys, "audit", "--event", "film_deleted", "result_deleted")
+    assert sorted((e["event"], e["job_id"]) for e in deleted) == [
+        ("film_deleted", 1),
+        ("film_deleted", 2),
+        ("result_deleted", 1),
+    ]
+    assert all(e["actor"] == "cli:alice" and "purged" in e["reason"] for e in deleted)
 
-    # Nothing is old enough under a longer cut-off than the database's age.
-    code, out, _ = run(capsys, "queue", "purge", "--status", "queued", "--older-than", "3650d")
-    assert code == 1 and "1 jobs are queued" in out
-    code, out, _ = run(
-        capsys, "queue", "purge", "--status", "queued", "--older-than", "52w", "--yes"
-    )
-    assert code == 0 and "deleted 1 " in out
-
-    code, _, err = run(capsys, "queue", "purge", "--status", "running", "--older-than", "1d")
-    assert code == 1 and "never purged" in err
+    # Jobs that have not ended are never purged, whatever the cut-off.
+    for state in ("queued", "running", "failed"):
+        code, _, err = run(capsys, "queue", "purge", "--status", state, "--all-ended", "--yes")
+        assert code == 1 and "never purged" in err
+    code, out, _ = run(capsys, "queue", "purge", "--all-ended", "--yes")
+    assert code == 0 and "deleted 0 " in out
+    assert films[2].exists() and len(run_json(capsys, "queue", "list")[1]) == 1
     with pytest.raises(SystemExit):
         main(["queue", "purge", "--status", "dead", "--older-than", "7 days"])
     assert "not a duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a cut-off is required
+        main(["queue", "purge", "--yes"])
+    capsys.readouterr()
 
 
 # --- audit ---------------------------------------------------------------------------------

@@ -184,6 +184,7 @@ def test_vocabulary_values_are_stable() -> None:
     assert {event.value for event in AuditEvent} == {
         "association_accepted",
         "association_rejected",
+        "association_aborted",
         "instance_received",
         "instance_refused",
         "instance_ignored",
@@ -194,6 +195,8 @@ def test_vocabulary_values_are_stable() -> None:
         "job_released",
         "result_sent",
         "result_failed",
+        "film_deleted",
+        "result_deleted",
         "admin_action",
         "node_started",
         "node_stopped",

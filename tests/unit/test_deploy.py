@@ -6,22 +6,38 @@ from __future__ import annotations
 import configparser
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from pacsnode.cli.main import build_parser
 from pacsnode.config import load_settings
+from tests.tls import make_certificates
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-def test_hospital_sample_config_is_valid() -> None:
-    settings = load_settings(DEPLOY / "pacsnode.hospital.toml", {})
+def test_hospital_sample_config_is_valid(tmp_path: Path) -> None:
+    sample = DEPLOY / "pacsnode.hospital.toml"
+    with sample.open("rb") as stream:
+        tls = tomllib.load(stream)["tls"]
+    assert tls["certificate"].startswith("/etc/pacsnode/")
+    assert tls["require_client_certificate"] is True
+    # Its /etc/pacsnode files do not exist here: the operator's way round, the environment.
+    certs = make_certificates(tmp_path)
+    environ = {
+        "PACSNODE_TLS__CERTIFICATE": str(certs.node.certificate),
+        "PACSNODE_TLS__PRIVATE_KEY": str(certs.node.private_key),
+        "PACSNODE_TLS__CA_CERTIFICATES": str(certs.ca.certificate),
+    }
+    settings = load_settings(sample, environ)
     assert settings.storage.data_dir == Path("/var/lib/pacsnode")
     assert settings.security.allowed_calling_aets  # a hospital sample must not allow anyone
     assert settings.security.allowed_hosts
     assert [d.name for d in settings.destinations] == ["pacs"]
+    assert settings.tls is not None and settings.tls.require_client_certificate
+    assert all(d.tls and d.certificate == certs.node.certificate for d in settings.destinations)
 
 
 def _unit() -> configparser.ConfigParser:

@@ -441,10 +441,14 @@ def test_purge(queue: JobQueue, clock: FakeClock) -> None:
         queue.purge([JobStatus.RUNNING, JobStatus.DEAD], clock.now)
     with pytest.raises(ValueError, match="timezone-aware"):
         queue.purge([JobStatus.DEAD], datetime(2030, 1, 1))
-    assert queue.purge([], clock.now) == 0
+    assert queue.purge([], clock.now) == ((), ())
+    with pytest.raises(ValueError, match="QUEUED, RUNNING"):  # not ended: never purged
+        queue.purge([JobStatus.QUEUED, JobStatus.RUNNING], clock.now)
 
     every_final = [JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED]
-    assert queue.purge(every_final, clock.now - timedelta(seconds=5)) == 2
+    purged = queue.purge(every_final, clock.now - timedelta(seconds=5))
+    assert sorted(job.id for job in purged.jobs) == [old_done.id, old_dead.id]
+    assert [d.id for d in purged.deliveries] == [sent.id]
     assert queue.get(old_done.id) is None and queue.get(old_dead.id) is None
     assert queue.get_delivery(sent.id) is None  # its deliveries went with it
     assert queue.get(undelivered.id) is not None  # a result still to send keeps it

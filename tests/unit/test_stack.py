@@ -171,6 +171,16 @@ def test_the_audit_sentence_names_the_span_and_the_grades() -> None:
     assert describe(doubted) == (
         "1 vertebra V1, not identified (positions only: 1 bodies above C2)"
     )
+    partial = SpineReading(
+        (vertebra("C2", 0), vertebra("C3", 0), vertebra("V3", 0)),
+        "C2",
+        {},
+        abstention="1 vertebra past a body too many left unnamed",
+    )
+    assert describe(partial) == (
+        "3 vertebrae C2-V3, named from C2 (p 0.97), 1 vertebra past a body too many "
+        "left unnamed"
+    )
 
 
 def test_true_centres_give_true_outlines_through_the_instance_path() -> None:
