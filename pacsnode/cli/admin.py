@@ -189,9 +189,7 @@ def _add_queue(
         metavar="DURATION",
         help="ended (last changed) this long ago or more: 30m, 12h, 7d, 2w",
     )
-    when.add_argument(
-        "--all-ended", action="store_true", help="every ended job, however recent"
-    )
+    when.add_argument("--all-ended", action="store_true", help="every ended job, however recent")
     pu.add_argument("--yes", action="store_true", help="really delete")
     pu.set_defaults(func=_cmd_purge)
 

@@ -648,9 +648,7 @@ class JobQueue:
                 .order_by(DeliveryRecord.id)
                 .with_for_update()
             ).all()
-            if not records or any(
-                r.status not in _DONE or r.updated_at >= cutoff for r in records
-            ):
+            if not records or any(r.status not in _DONE or r.updated_at >= cutoff for r in records):
                 return ()
             before = tuple(Delivery.of(record) for record in records)
             if not remove(Path(path)):

@@ -178,8 +178,7 @@ def test_the_audit_sentence_names_the_span_and_the_grades() -> None:
         abstention="1 vertebra past a body too many left unnamed",
     )
     assert describe(partial) == (
-        "3 vertebrae C2-V3, named from C2 (p 0.97), 1 vertebra past a body too many "
-        "left unnamed"
+        "3 vertebrae C2-V3, named from C2 (p 0.97), 1 vertebra past a body too many left unnamed"
     )
 
 
