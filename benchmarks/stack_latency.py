@@ -6,10 +6,11 @@ identifier, measurement), each stage timed. The films are phantoms of a benchmar
 seed rendered with their long side at 2500 px, cut or padded to exactly 2500 x 2000
 (rows x columns) and stored as 16-bit uncompressed DX; each film is timed ``--repeats``
 times after one warm-up run. Torch uses the CPU threads given (2 by default, as the node's
-machine has).
+machine has). ``--device`` puts every network of the stack on that device ("cpu", "cuda",
+"cuda:N" or "auto", as ``[analysis] device``); the record names the card.
 
 Usage: python benchmarks/stack_latency.py [--films 6] [--repeats 5] [--threads 2]
-           [--out benchmarks/results/stack_latency.json]
+           [--device cpu] [--out benchmarks/results/stack_latency.json]
 """
 
 from __future__ import annotations
@@ -79,10 +80,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stack_latency.json"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: benchmarks/results/stack_latency.json, or stack_latency_<device>.json "
+        "off the CPU",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    stack = Stack.load(args.models)
+    stack = Stack.load(args.models, device=args.device)
+    device = torch.device(stack.device)
+    if args.out is None:
+        suffix = "" if device.type == "cpu" else f"_{device.type}"
+        args.out = Path(f"benchmarks/results/stack_latency{suffix}.json")
     films = [film_bytes(i) for i in range(args.films)]
     totals: list[float] = []
     stages: dict[str, list[float]] = {}
@@ -92,6 +103,8 @@ def main() -> None:
             film = read_film(data)
             decoded = time.perf_counter()
             result = stack.read(film.image)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             total = time.perf_counter() - started
             if attempt == 0:
                 continue  # warm-up
@@ -105,6 +118,8 @@ def main() -> None:
         "regions": [region for _, region in films],
         "repeats_per_film": args.repeats,
         "torch_threads": args.threads,
+        "device": str(device),
+        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "models": stack.versions,

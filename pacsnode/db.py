@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import DateTime, Dialect, Engine, create_engine, event, text
+from sqlalchemy import DateTime, Dialect, Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -34,9 +34,6 @@ SQLITE_BEGIN: Final = "pacsnode_sqlite_begin"
 """Execution option naming the SQLite ``BEGIN`` mode of a connection's transactions."""
 
 _BEGIN_MODES: Final = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
-
-_SCHEMA_LOCK: Final = 0x7061_6373_6E6F_6465
-"""PostgreSQL advisory lock key ("pacsnode" in ASCII) held while creating the schema."""
 
 Clock = Callable[[], datetime]
 """Returns the current time, UTC-aware; stores take one so tests can fix the time."""
@@ -122,9 +119,10 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # The timeout first: switching to WAL takes a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
@@ -146,28 +144,17 @@ def is_configured(engine: Engine) -> bool:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table, index and trigger of the node that does not exist yet.
+    """Bring the database to the newest schema: create it when empty, else migrate it.
 
-    Processes starting together on one database (a receiver and its workers) take turns:
-    the first creates the schema, the others then find it.
+    Runs the Alembic migrations (:func:`pacsnode.migrations.upgrade`); a database made by
+    pacsnode 0.1.0, before migrations, is recognised and upgraded in place. Processes
+    starting together on one database take turns: the first migrates, the others then
+    find nothing to do.
     """
-    # Importing the model modules registers their tables on Base; they are imported
-    # here, not at the top, because they import Base from this module.
-    import pacsnode.audit.log
-    import pacsnode.jobs.models  # noqa: F401
+    # Imported here: the migrations import this module.
+    from pacsnode.migrations import upgrade
 
-    # Checking for a table and creating it are separate statements, so two processes
-    # could both find it missing and one's CREATE fail. One transaction holding a lock
-    # first makes the pair atomic: an advisory lock on PostgreSQL, the write lock on
-    # SQLite (BEGIN IMMEDIATE, waiting out the busy timeout).
-    with engine.connect() as connection:
-        connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-        with connection.begin():
-            if engine.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
-                )
-            Base.metadata.create_all(connection)
+    upgrade(engine)
 
 
 def make_sessionmaker(bind: Engine | sessionmaker[Session]) -> sessionmaker[Session]:

@@ -18,6 +18,7 @@ __all__ = [
     "ModelError",
     "PacsnodeError",
     "ReadFailure",
+    "SchemaError",
 ]
 
 
@@ -95,3 +96,8 @@ class JobStateError(PacsnodeError):
 class ExportError(PacsnodeError):
     """A result object (SEG, SR) cannot be built from what the analysis gave, e.g. no spine
     was found on the film, or the film lacks an attribute every derived object must copy."""
+
+
+class SchemaError(PacsnodeError):
+    """The database's schema is not the one this code needs: a revision this code does not
+    know (a newer pacsnode migrated it), or an older one while migrations are turned off."""

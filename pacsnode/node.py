@@ -18,10 +18,13 @@ from pacsnode.audit import AuditEvent, AuditLog, Outcome
 from pacsnode.config.settings import Settings
 from pacsnode.db import create_schema, make_engine
 from pacsnode.jobs import JobQueue
+from pacsnode.metrics import NO_METRICS, NoMetrics
 
 if TYPE_CHECKING:
+    from pacsnode.metrics import MetricsEndpoint
     from pacsnode.receive import StorageSCP
     from pacsnode.worker.loops import JobLoop, _Loop
+    from pacsnode.worker.processes import AnalysisProcesses
 
 __all__ = ["RESULTS_SUBDIR", "Node", "Role"]
 
@@ -60,14 +63,21 @@ class Node:
         Validated settings.
     role
         Which parts to run.
+    migrate
+        Bring the database to the newest schema at start (``pacsnode db upgrade``);
+        False only checks that it is there, and refuses to start otherwise.
     """
 
     settings: Settings
     role: Role = Role.ALL
+    migrate: bool = True
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _threads: list[_Loop] = field(default_factory=list, init=False)
     _job_loops: list[JobLoop] = field(default_factory=list, init=False)
     _scp: StorageSCP | None = field(default=None, init=False)
+    _processes: AnalysisProcesses | None = field(default=None, init=False)
+    _metrics_endpoint: MetricsEndpoint | None = field(default=None, init=False)
+    metrics: NoMetrics = field(default=NO_METRICS, init=False)
 
     def start(self) -> None:
         """Open the database, load the models, start the loops, then listen.
@@ -87,15 +97,38 @@ class Node:
         settings.storage.spool_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database.url)
         self._engine = engine
-        create_schema(engine)
+        if self.migrate:
+            create_schema(engine)
+        else:
+            from pacsnode.migrations import check_current
+
+            check_current(engine)
         self.queue = JobQueue.configured(engine, settings.worker)
         self.audit = AuditLog(engine)
+        # Work this host's processes held when they died (kill -9, a crash, a reboot) is
+        # due again at once, not after the lease: a restart recovers in seconds.
+        from pacsnode.worker.loops import reclaim_orphans
+
+        reclaim_orphans(self.queue, self.audit, f"node:{settings.node.ae_title}:{os.getpid()}")
+        if settings.metrics.enabled:
+            from pacsnode.metrics import MetricsEndpoint
+
+            endpoint = MetricsEndpoint(settings.metrics, engine)
+            endpoint.start()
+            self._metrics_endpoint = endpoint
+            self.metrics = endpoint.metrics
         if self.role.works:
             self._start_worker()
         if self.role.receives:
             from pacsnode.receive import StorageSCP
 
-            scp = StorageSCP(settings, self.queue, self.audit, on_queued=self._wake_analysis)
+            scp = StorageSCP(
+                settings,
+                self.queue,
+                self.audit,
+                on_queued=self._wake_analysis,
+                metrics=self.metrics,
+            )
             scp.start()
             self._scp = scp
         self._record(AuditEvent.NODE_STARTED)
@@ -111,13 +144,6 @@ class Node:
         )
 
         settings = self.settings
-        analyst = Analyst.load(
-            settings.analysis.models_dir,
-            settings.storage.data_dir / RESULTS_SUBDIR,
-            device=settings.analysis.device,
-            eta=settings.analysis.ensemble_eta,
-            lam=settings.analysis.ensemble_lambda,
-        )
         lease = settings.worker.lease_seconds
         delivery = DeliveryLoop(
             "delivery",
@@ -127,8 +153,27 @@ class Node:
             destinations=settings.destinations,
             calling_ae=settings.node.ae_title,
             lease_seconds=lease,
+            metrics=self.metrics,
         )
-        for index in range(settings.worker.concurrency):
+        if settings.worker.processes > 0:
+            # Analysis in worker processes: this one decodes no pixel and runs no network.
+            from pacsnode.worker.processes import AnalysisProcesses
+
+            processes = AnalysisProcesses(settings, settings.storage.data_dir / RESULTS_SUBDIR)
+            processes.start()  # the models load before the listener opens
+            self._processes = processes
+            self.metrics.models_loaded(processes.versions)
+            delivery.wake = processes.results  # type: ignore[assignment]
+        else:
+            analyst = Analyst.load(
+                settings.analysis.models_dir,
+                settings.storage.data_dir / RESULTS_SUBDIR,
+                device=settings.analysis.device,
+                eta=settings.analysis.ensemble_eta,
+                lam=settings.analysis.ensemble_lambda,
+            )
+            self.metrics.models_loaded(analyst.stack.versions)
+        for index in range(settings.worker.concurrency if settings.worker.processes == 0 else 0):
             self._job_loops.append(
                 JobLoop(
                     f"analysis-{index}",
@@ -139,6 +184,7 @@ class Node:
                     destinations=settings.destinations,
                     lease_seconds=lease,
                     on_results=delivery.wake.set,
+                    metrics=self.metrics,
                 )
             )
         retention = RetentionLoop(
@@ -162,6 +208,9 @@ class Node:
 
     def _wake_analysis(self) -> None:
         # One film, one job: waking every loop would only make the others poll for nothing.
+        if self._processes is not None:
+            self._processes.wake_one()
+            return
         for loop in self._job_loops:
             if not loop.wake.is_set():
                 loop.wake.set()
@@ -171,6 +220,12 @@ class Node:
     def address(self) -> tuple[str, int] | None:
         """Where the listener is bound, or None without one."""
         return None if self._scp is None else self._scp.address
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics endpoint is bound, or None without one."""
+        endpoint = self._metrics_endpoint
+        return None if endpoint is None else endpoint.address
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let each loop finish (or release) its item, and return.
@@ -186,6 +241,9 @@ class Node:
         if self._stop.is_set():
             return
         self._stop.set()
+        if self._processes is not None:
+            self._processes.stop(timeout)
+            self._processes = None
         for thread in self._threads:
             thread.wake.set()
         for thread in self._threads:
@@ -194,6 +252,9 @@ class Node:
                 log.warning("%s still busy at shutdown; its lease will expire", thread.name)
         self._threads.clear()
         self._job_loops.clear()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.stop()
+            self._metrics_endpoint = None
         if hasattr(self, "audit"):  # not when start() failed before opening the database
             self._record(AuditEvent.NODE_STOPPED)
         if hasattr(self, "_engine"):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from pacsnode.analysis.device import pick_device, place
 from pacsnode.analysis.networks import build_network
 from pacsnode.analysis.weights import load_weights, model_version
 from pacsnode.errors import ModelError
@@ -122,14 +123,24 @@ class TrainedUNet:
     """A trained UNet of the stack (detector, semantic UNet, patch segmenter) and its
     manifest."""
 
-    def __init__(self, network: torch.nn.Module, kind: str, manifest: dict[str, Any]) -> None:
-        self.network = network.eval()
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        kind: str,
+        manifest: dict[str, Any],
+        device: str | torch.device | None = "cpu",
+    ) -> None:
+        self.device = pick_device(device)
+        self.network = place(network, self.device)
         self.kind = kind
         self.manifest = manifest
 
     @classmethod
-    def load(cls, path: Path | str, kind: str) -> TrainedUNet:
-        """Load ``x.safetensors`` after checking it against ``x.json``.
+    def load(
+        cls, path: Path | str, kind: str, device: str | torch.device | None = "cpu"
+    ) -> TrainedUNet:
+        """Load ``x.safetensors`` after checking it against ``x.json``, onto ``device``
+        ("cpu", "cuda[:N]" or "auto", :func:`~pacsnode.analysis.device.pick_device`).
 
         Raises
         ------
@@ -143,7 +154,7 @@ class TrainedUNet:
             network.load_state_dict(loaded.tensors, strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{loaded.path}: weights do not fit their manifest: {exc}") from exc
-        return cls(network, kind, loaded.manifest)
+        return cls(network, kind, loaded.manifest, device)
 
     @property
     def version(self) -> str:
@@ -155,17 +166,17 @@ class TrainedUNet:
 
     def batch_outputs(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         """The raw (N, channels, rows, cols) output for (N, rows, cols) normalised images."""
-        x = torch.as_tensor(np.asarray(images, np.float32))[:, None]
+        x = torch.as_tensor(np.asarray(images, np.float32))[:, None].to(self.device)
         with torch.inference_mode():
-            return self.network(x).float().numpy()
+            return self.network(x).float().cpu().numpy()
 
     def foreground(self, images: NDArray[np.floating]) -> NDArray[np.float32]:
         """(N, rows, cols) foreground probability of a two-class segmenter (softmax)."""
         if len(images) == 0:
             return np.zeros((0, *np.shape(images)[1:]), np.float32)
-        x = torch.as_tensor(np.asarray(images, np.float32))[:, None]
+        x = torch.as_tensor(np.asarray(images, np.float32))[:, None].to(self.device)
         with torch.inference_mode():
-            return self.network(x).softmax(dim=1)[:, 1].float().numpy()
+            return self.network(x).softmax(dim=1)[:, 1].float().cpu().numpy()
 
     def detect(self, region: NDArray[np.floating]) -> list[Detection]:
         """The detector's vertebrae in one normalised region image."""

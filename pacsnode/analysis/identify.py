@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from pacsnode.analysis.localise import pick_device
+from pacsnode.analysis.device import pick_device, place
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.weights import load_weights, model_version
@@ -96,7 +96,7 @@ class Identifier:
         device: str | torch.device | None = "cpu",
     ) -> None:
         self.device = pick_device(device)
-        self.network = network.to(self.device).eval()
+        self.network = place(network, self.device)
         self.context = float(context)
         self.size = int(size)
         self.manifest = manifest or {}

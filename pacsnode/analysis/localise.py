@@ -16,6 +16,7 @@ import torch
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from pacsnode.analysis.device import pick_device, place
 from pacsnode.analysis.lowres import (
     OrientedBox,
     SquareFrame,
@@ -30,13 +31,6 @@ from pacsnode.errors import ModelError
 __all__ = ["Localisation", "Localiser", "pick_device", "region_from_probability"]
 
 KIND = "localiser"
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or "auto": the first CUDA device when there is one, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -81,7 +75,7 @@ class Localiser:
         device: str | torch.device | None = None,
     ) -> None:
         self.device = pick_device(device)
-        self.network = network.to(self.device).eval()
+        self.network = place(network, self.device)
         self.size = size
         self.mean = mean
         self.std = std

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from pacsnode.analysis.device import pick_device, place
 from pacsnode.analysis.identify import identifier_frame
 from pacsnode.analysis.networks.classifier import PatchClassifier
 from pacsnode.analysis.patches import PatchFrame, normalise_patch
@@ -50,14 +51,16 @@ class Orienter:
         *,
         context: float = CONTEXT,
         manifest: dict[str, Any] | None = None,
+        device: str | torch.device | None = "cpu",
     ) -> None:
-        self.network = network.eval()
+        self.device = pick_device(device)
+        self.network = place(network, self.device)
         self.context = float(context)
         self.manifest = manifest or {}
 
     @classmethod
-    def load(cls, path: Path | str) -> Orienter:
-        """Load ``x.safetensors`` after checking it against ``x.json``.
+    def load(cls, path: Path | str, device: str | torch.device | None = "cpu") -> Orienter:
+        """Load ``x.safetensors`` after checking it against ``x.json``, onto ``device``.
 
         Raises
         ------
@@ -72,7 +75,7 @@ class Orienter:
                 raise ValueError(f"network {m['network']} is not a patch classifier")
             network = PatchClassifier(classes=len(OUTPUTS), **net_cfg)
             network.load_state_dict(loaded.tensors, strict=True)
-            return cls(network, context=float(m["input"]["context"]), manifest=m)
+            return cls(network, context=float(m["input"]["context"]), manifest=m, device=device)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{loaded.path}: weights do not fit their manifest: {exc}") from exc
 
@@ -95,6 +98,6 @@ class Orienter:
         """(N, 2) probabilities of :data:`OUTPUTS` for segmenter-style frames on ``image``."""
         if not frames:
             return np.zeros((0, len(OUTPUTS)), np.float32)
-        x = torch.from_numpy(self.patches(image, frames))[:, None]
+        x = torch.from_numpy(self.patches(image, frames))[:, None].to(self.device)
         with torch.inference_mode():
-            return torch.sigmoid(self.network(x)).float().numpy()
+            return torch.sigmoid(self.network(x)).float().cpu().numpy()

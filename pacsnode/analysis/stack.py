@@ -21,6 +21,7 @@ from scipy import ndimage
 from skimage import measure
 
 from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, Detection, TrainedUNet
+from pacsnode.analysis.device import pick_device
 from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA, Ensembled, ensemble
 from pacsnode.analysis.findings import read_findings
 from pacsnode.analysis.identify import CLASSES, REFERENCE_THRESHOLD, Identifier
@@ -129,23 +130,32 @@ class Stack:
         eta: float = DEFAULT_ETA,
         lam: float = DEFAULT_LAMBDA,
     ) -> Stack:
-        """Load the six networks from ``models_dir`` (:data:`MODEL_FILES`).
+        """Load the six networks from ``models_dir`` (:data:`MODEL_FILES`), every one of
+        them onto ``device`` ("cpu", "cuda[:N]", or "auto": CUDA when torch sees it, else
+        the CPU; :func:`~pacsnode.analysis.device.pick_device`).
 
         Raises
         ------
         ModelError
-            A weight file is missing, altered, or does not fit its manifest.
+            A weight file is missing, altered, or does not fit its manifest; or the
+            device is CUDA and torch cannot use it.
         """
+        chosen = pick_device(device)  # once, before any weights are read
         return cls(
-            Localiser.load(models_dir / MODEL_FILES["localiser"], device=device),
-            TrainedUNet.load(models_dir / MODEL_FILES[DETECTOR_KIND], DETECTOR_KIND),
-            TrainedUNet.load(models_dir / MODEL_FILES[SEMANTIC_KIND], SEMANTIC_KIND),
-            TrainedUNet.load(models_dir / MODEL_FILES["segmenter"], "segmenter"),
-            Identifier.load(models_dir / MODEL_FILES["identifier"], device=device),
-            Orienter.load(models_dir / MODEL_FILES["orienter"]),
+            Localiser.load(models_dir / MODEL_FILES["localiser"], device=chosen),
+            TrainedUNet.load(models_dir / MODEL_FILES[DETECTOR_KIND], DETECTOR_KIND, chosen),
+            TrainedUNet.load(models_dir / MODEL_FILES[SEMANTIC_KIND], SEMANTIC_KIND, chosen),
+            TrainedUNet.load(models_dir / MODEL_FILES["segmenter"], "segmenter", chosen),
+            Identifier.load(models_dir / MODEL_FILES["identifier"], device=chosen),
+            Orienter.load(models_dir / MODEL_FILES["orienter"], device=chosen),
             eta=eta,
             lam=lam,
         )
+
+    @property
+    def device(self) -> str:
+        """The device the networks run on, e.g. "cpu" or "cuda:0"."""
+        return str(self.localiser.device)
 
     @property
     def versions(self) -> dict[str, str]:

@@ -237,15 +237,12 @@ def _inflated(head: bytes) -> bytes | None:
 
 
 def _read_header(head: bytes) -> Any:
-    import warnings
-
     import pydicom
 
-    from pacsnode.imaging.reader import WARNINGS_LOCK
+    from pacsnode.imaging.reader import captured_warnings
 
-    # catch_warnings swaps process-wide state: take the reader's lock, as it does.
-    with WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    # The sender's malformed values are not the node's fault: kept out of the log.
+    with captured_warnings():
         return pydicom.dcmread(
             io.BytesIO(head), stop_before_pixels=True, force=True, defer_size=64 * 1024
         )

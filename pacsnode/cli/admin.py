@@ -406,6 +406,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         [
             str(job.id),
             job.status.value,
+            str(job.priority),
             f"{job.attempts}/{job.max_attempts}",
             job.sop_instance_uid,
             job.calling_ae,
@@ -414,7 +415,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ]
         for job in jobs
     ]
-    header = ["ID", "STATUS", "ATTEMPTS", "SOP INSTANCE UID", "CALLING AE", "UPDATED", "LAST ERROR"]
+    header = [
+        "ID",
+        "STATUS",
+        "PRIORITY",
+        "ATTEMPTS",
+        "SOP INSTANCE UID",
+        "CALLING AE",
+        "UPDATED",
+        "LAST ERROR",
+    ]
     print(_table(header, rows))
     if not jobs:
         print("(no jobs)")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pacsnode import __version__
 from pacsnode.cli._args import add_run_arguments, batch_bar, int_at_least, run_options
 from pacsnode.cli.admin import add_admin_commands
+from pacsnode.cli.db import add_db_commands
 from pacsnode.cli.identifier import add_identifier_commands
 from pacsnode.cli.region import add_orienter_command, add_region_commands
 from pacsnode.cli.segmenter import add_segmenter_commands
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stack_commands(functools.partial(_model_parser, sub))
     add_serve_command(sub)
     add_admin_commands(sub)
+    add_db_commands(sub)
     an = sub.add_parser(
         "analyze",
         help="analyse films offline: write the SEG, the SR and a PNG overlay",

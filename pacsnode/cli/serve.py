@@ -84,6 +84,12 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     )
     sv.add_argument("--config", type=Path, help="TOML settings file (default: embedded defaults)")
     sv.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not migrate the database at start; refuse to start unless it is already at "
+        "the newest schema (run `pacsnode db upgrade` first)",
+    )
+    sv.add_argument(
         "--role",
         choices=["all", "receiver", "worker"],
         default="all",
@@ -110,6 +116,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, log_phi=args.log_phi)
     settings = load_settings(args.config)
+    if settings.metrics.enabled:
+        from pacsnode.metrics import use_multiprocess_dir
+
+        # Before anything imports prometheus_client: every process of this node then
+        # counts into files that the one endpoint adds up.
+        use_multiprocess_dir(settings.storage.data_dir)
     stop = threading.Event()
 
     def on_signal(number: int, frame: FrameType | None) -> None:
@@ -118,7 +130,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    node = Node(settings, Role(args.role))
+    node = Node(settings, Role(args.role), migrate=not args.no_migrate)
     try:
         node.start()
     except OSError as exc:
@@ -132,6 +144,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     else:
         print(f"pacsnode: worker running (role {args.role})", flush=True)
+    if node.metrics_address is not None:
+        print("pacsnode: metrics on http://{}:{}/metrics".format(*node.metrics_address), flush=True)
     while not stop.wait(1.0):
         pass
     node.stop()

@@ -48,7 +48,9 @@ __all__ = [
     "Destination",
     "FilterSettings",
     "IPNetwork",
+    "MetricsSettings",
     "NodeSettings",
+    "PriorityRule",
     "SecuritySettings",
     "Settings",
     "StorageSettings",
@@ -56,6 +58,7 @@ __all__ = [
     "Unmatched",
     "WorkerSettings",
     "load_settings",
+    "usable_cores",
 ]
 
 ENV_PREFIX: Final = "PACSNODE_"
@@ -99,6 +102,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     },
     "database": {},
     "destinations": [],
+    "priority": [],
     "security": {
         "allowed_calling_aets": [],
         "allowed_hosts": [],
@@ -107,7 +111,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "worker": {
         "concurrency": 1,
         "max_attempts": 3,
-        "lease_seconds": 300.0,
+        "lease_seconds": 30.0,
         "backoff_base_seconds": 30.0,
         "backoff_max_seconds": 1800.0,
         "delivery_max_attempts": 30,
@@ -135,6 +139,11 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     # No TLS unless the file or the environment gives [tls] keys; an empty [tls] is
     # the same as none. Its own defaults are TlsSettings'.
     "tls": {},
+    "metrics": {
+        "enabled": False,
+        "host": "127.0.0.1",
+        "port": 9112,
+    },
 }
 
 SPOOL_SUBDIR: Final = "spool"
@@ -335,7 +344,13 @@ class WorkerSettings:
     Attributes
     ----------
     concurrency
-        Films analysed at once.
+        Films analysed at once by each analysis process (threads sharing its models).
+    processes
+        Analysis processes, each loading the models once; 0 runs the analysis in the
+        node's own process (tests, debugging). Default: the number of usable cores.
+    torch_threads
+        Threads torch uses in each analysis process. Default: the usable cores shared
+        out over the processes, at least 1.
     max_attempts
         Analysis attempts of one film before it is dead-lettered.
     lease_seconds
@@ -356,6 +371,8 @@ class WorkerSettings:
     delivery_max_attempts: int
     delivery_backoff_base_seconds: float
     delivery_backoff_max_seconds: float
+    processes: int = 0
+    torch_threads: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +448,99 @@ class FilterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The Prometheus endpoint (``/metrics``, plain HTTP, no patient data).
+
+    Attributes
+    ----------
+    enabled
+        Serve the endpoint; off by default, so that a receiver and a worker on one
+        host do not compete for the port.
+    host
+        Address to listen on; loopback by default, so only this machine can scrape.
+    port
+        TCP port; each ``pacsnode serve`` process on a host needs its own.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9112
+
+
+REQUEST_PRIORITIES: Final = ("HIGH", "MEDIUM", "LOW")
+"""The C-STORE request's Priority (0000,0700) values, by name (PS3.7 §9.1.1.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityRule:
+    """A ``[[priority]]`` rule: films matching every condition it gives get its priority.
+
+    Empty conditions are not checked; a value the film lacks fails a condition that is.
+    Patterns are shell-style (:mod:`fnmatch`: ``*``, ``?``, ``[...]``), matched against the
+    whole value, ignoring case, e.g. ``"*STAT*"`` or ``"Emergency*"``.
+
+    Attributes
+    ----------
+    name
+        The rule's name, shown in the audit entry of a film it matched.
+    priority
+        The job's priority; higher is analysed first. Films no rule matches get 0.
+    calling_aets
+        Calling AE titles of the sender.
+    modalities
+        Modality (0008,0060) values, e.g. ``DX``.
+    study_descriptions
+        Patterns for Study Description (0008,1030).
+    departments
+        Patterns for Institutional Department Name (0008,1040).
+    request_priorities
+        The C-STORE request's Priority: ``HIGH``, ``MEDIUM``, ``LOW``.
+    """
+
+    name: str
+    priority: int
+    calling_aets: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    study_descriptions: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    request_priorities: tuple[str, ...] = ()
+
+    @property
+    def reads_header(self) -> bool:
+        """Whether matching needs Study Description or Institutional Department Name."""
+        return bool(self.study_descriptions or self.departments)
+
+    def matches(
+        self,
+        *,
+        calling_ae: str,
+        modality: str | None,
+        study_description: str | None,
+        department: str | None,
+        request_priority: str | None,
+    ) -> bool:
+        """Whether a film with these values gets this rule's priority."""
+        from fnmatch import fnmatchcase
+
+        def listed(allowed: tuple[str, ...], value: str | None) -> bool:
+            return not allowed or (value is not None and value.strip().upper() in allowed)
+
+        def like(patterns: tuple[str, ...], value: str | None) -> bool:
+            if not patterns:
+                return True
+            text = (value or "").strip().casefold()
+            return bool(text) and any(fnmatchcase(text, p.casefold()) for p in patterns)
+
+        return (
+            listed(self.calling_aets, calling_ae)
+            and listed(self.modalities, modality)
+            and listed(self.request_priorities, request_priority)
+            and like(self.study_descriptions, study_description)
+            and like(self.departments, department)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the node is configured with; built by :func:`load_settings`.
 
@@ -451,6 +561,9 @@ class Settings:
     filter: FilterSettings
     tls: TlsSettings | None = None
     """None: the listener speaks plain DICOM."""
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    priority: tuple[PriorityRule, ...] = ()
+    """The ``[[priority]]`` rules, in file order; a film gets the highest that matches."""
     source: Path | None = field(default=None, compare=False)
 
     def destination(self, name: str) -> Destination:
@@ -465,6 +578,14 @@ class Settings:
             if destination.name == name:
                 return destination
         raise KeyError(name)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -556,9 +677,9 @@ def _merge_document(
     for name, section in document.items():
         if name not in _SCHEMA:
             problems.append(f"{name}: unknown section")
-        elif name == "destinations":
+        elif name in _TABLE_LISTS:
             if not isinstance(section, list) or not all(isinstance(e, dict) for e in section):
-                problems.append("destinations: expected [[destinations]] tables")
+                problems.append(f"{name}: expected [[{name}]] tables")
                 continue
             tree[name] = [
                 {key: _Raw(value, file_dir) for key, value in entry.items()} for entry in section
@@ -593,6 +714,8 @@ def _merge_environment(
             overrides.append((parts[2], environ[variable], variable))
         elif section not in _SCHEMA:
             problems.append(f"{section}: unknown section{origin}")
+        elif section in _TABLE_LISTS:
+            problems.append(f"{section}: [[{section}]] rules are set in the file only{origin}")
         elif len(parts) != 2:
             problems.append(f"{section}: {variable} is not PACSNODE_<SECTION>__<KEY>")
         else:
@@ -875,6 +998,47 @@ _DESTINATION_KEYS: Final[Mapping[str, _Converter]] = {
 _DESTINATION_REQUIRED: Final = ("name", "ae_title", "host", "port")
 _DESTINATION_TLS_FILES: Final = ("ca_certificates", "certificate", "private_key")
 
+
+def _pattern(raw: _Raw) -> str:
+    text = _text(raw).strip()
+    if not text:
+        raise _Invalid("must not be empty")
+    return text
+
+
+def _request_priority(raw: _Raw) -> str:
+    text = _text(raw).strip().upper()
+    if text not in REQUEST_PRIORITIES:
+        raise _Invalid(f"{raw.value!r} is not one of {', '.join(REQUEST_PRIORITIES)}")
+    return text
+
+
+def _one_or_list(item: _Converter) -> _Converter:
+    """A list of ``item``; a single value stands for a list of one."""
+    many = _list_of(item)
+
+    def convert(raw: _Raw) -> tuple[Any, ...]:
+        if isinstance(raw.value, str) and not raw.from_env:
+            return (item(raw),)
+        return many(raw)
+
+    return convert
+
+
+_PRIORITY_KEYS: Final[Mapping[str, _Converter]] = {
+    "name": _text,
+    "priority": _integer(-1000, 1000),
+    "calling_aets": _one_or_list(_ae_title),
+    "modalities": _one_or_list(_code_string),
+    "study_descriptions": _one_or_list(_pattern),
+    "departments": _one_or_list(_pattern),
+    "request_priorities": _one_or_list(_request_priority),
+}
+_PRIORITY_CONDITIONS: Final = tuple(k for k in _PRIORITY_KEYS if k not in ("name", "priority"))
+_TABLE_LISTS: Final = ("destinations", "priority")
+"""Sections that are arrays of tables ([[name]]), from the file only (destinations also
+from PACSNODE_DESTINATIONS__<N>__<KEY>)."""
+
 _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     "node": {
         "ae_title": _ae_title,
@@ -893,6 +1057,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     },
     "database": {"url": _database_url},
     "destinations": _DESTINATION_KEYS,
+    "priority": _PRIORITY_KEYS,
     "security": {
         "allowed_calling_aets": _list_of(_ae_title),
         "allowed_hosts": _list_of(_network),
@@ -900,6 +1065,8 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     },
     "worker": {
         "concurrency": _integer(1),
+        "processes": _integer(0, 256),
+        "torch_threads": _integer(1, 256),
         "max_attempts": _integer(1),
         "lease_seconds": _seconds,
         "backoff_base_seconds": _seconds,
@@ -929,9 +1096,31 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
         "minimum_version": _tls_version,
         "handshake_timeout_seconds": _seconds,
     },
+    "metrics": {
+        "enabled": _boolean,
+        "host": _host,
+        "port": _integer(1, 65535),
+    },
 }
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _build_priority(entries: Iterable[_Section], problems: list[str]) -> tuple[PriorityRule, ...]:
+    rules = []
+    for index, entry in enumerate(entries):
+        where = f"priority[{index}]"
+        values = _convert_section(where, entry, _PRIORITY_KEYS, problems)
+        if "priority" not in entry:
+            problems.append(f"{where}.priority: missing")
+        if not any(key in _PRIORITY_CONDITIONS for key in entry):
+            problems.append(
+                f"{where}: no condition; give one or more of {', '.join(_PRIORITY_CONDITIONS)}"
+            )
+        elif "priority" in values and len(values) == len(entry):
+            values.setdefault("name", where)
+            rules.append(PriorityRule(**values))
+    return tuple(rules)
 
 
 def _convert_section(
@@ -958,9 +1147,10 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
     sections = {
         name: _convert_section(name, tree[name], keys, problems)
         for name, keys in _SCHEMA.items()
-        if name != "destinations"
+        if name not in _TABLE_LISTS
     }
     destinations = _build_destinations(tree["destinations"], problems)
+    priority = _build_priority(tree["priority"], problems)
     tls = _build_tls(tree["tls"], sections["tls"], problems)
     worker = sections["worker"]
     for prefix in ("", "delivery_"):
@@ -969,6 +1159,9 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
             problems.append(
                 f"worker.{cap}: must be at least {base} ({worker[base]:g}), got {worker[cap]:g}"
             )
+    metrics = sections["metrics"]
+    if metrics.get("enabled") and metrics.get("port") == sections["node"].get("port"):
+        problems.append(f"metrics.port: must differ from node.port ({metrics['port']})")
     if problems:
         return None
 
@@ -976,6 +1169,9 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
     storage.setdefault("spool_dir", storage["data_dir"] / SPOOL_SUBDIR)
     database = sections["database"]
     database.setdefault("url", f"sqlite:///{storage['data_dir'] / DATABASE_FILE}")
+    # Sized to the machine it runs on, so neither has a fixed default in the TOML.
+    worker.setdefault("processes", usable_cores())
+    worker.setdefault("torch_threads", max(1, usable_cores() // max(worker["processes"], 1)))
     return Settings(
         node=NodeSettings(**sections["node"]),
         storage=StorageSettings(**storage),
@@ -986,6 +1182,8 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
         analysis=AnalysisSettings(**sections["analysis"]),
         filter=FilterSettings(**sections["filter"]),
         tls=tls,
+        metrics=MetricsSettings(**metrics),
+        priority=priority,
         source=source,
     )
 

@@ -6,13 +6,13 @@ The node and the training code share this one reader, so a film looks the same t
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import io
 import logging
 import math
 import os
 import struct
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -121,13 +121,12 @@ _HEADER_DEFER_SIZE = 64 * 1024
 # Robust display range when a film carries no VOI: percentiles of the modality values.
 _ROBUST_PERCENTILES = (0.5, 99.5)
 
-# warnings.catch_warnings swaps process-wide state and is not thread-safe; the lock keeps
-# concurrent reads (association threads, worker threads) from restoring each other's
-# filters. Reads therefore run one at a time, which costs little beside inference.
-_WARNINGS_LOCK = threading.RLock()
-WARNINGS_LOCK = _WARNINGS_LOCK
-"""Held around every ``warnings.catch_warnings`` that reads DICOM; others doing the same
-(the patient screen) take it too."""
+# The warnings raised by the read running in this context (thread), or None outside a
+# read. warnings.catch_warnings swaps process-wide state and is not thread-safe, so reads
+# in several threads would have to take turns; a collector per context lets them overlap.
+_CAUGHT: contextvars.ContextVar[list[warnings.WarningMessage] | None] = contextvars.ContextVar(
+    "pacsnode_read_warnings", default=None
+)
 
 
 class SpacingBasis(enum.Enum):
@@ -324,7 +323,7 @@ def read_film(
     OSError
         When a path cannot be opened: a fault of the caller's storage, not the film.
     """
-    with _captured_warnings() as caught:
+    with captured_warnings() as caught:
         parsed = _parse(source, caught, header_only=False)
         film = _film(parsed, max_side=max_side, max_pixels=max_pixels)
         _log_read(film, caught, "read")
@@ -372,7 +371,7 @@ def inspect_film(
     OSError
         When a path cannot be opened.
     """
-    with _captured_warnings() as caught:
+    with captured_warnings() as caught:
         parsed = _parse(source, caught, header_only=True)
         layout = _check(parsed, max_side=max_side, max_pixels=max_pixels)
         # The Modality LUT or rescale read_film applies after decoding, tried on one
@@ -425,15 +424,52 @@ def film_from_dataset(
 
 
 @contextlib.contextmanager
-def _captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    """Collect pydicom's warnings about the sender's data instead of emitting them.
+def captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Collect the warnings that reading DICOM raises in this thread instead of emitting
+    them; other threads' warnings, and the process's filters, are left alone.
 
     pydicom warns about malformed values and cut-short streams; for a node these are
-    properties of the input, judged by the checks here, not faults of the program.
+    properties of the input, judged by the checks here, not faults of the program. Every
+    warning is kept, a repeated one too (no once-per-location registry), so a check that
+    looks for one always finds it. Floating-point warnings of numpy are silenced for the
+    block (numpy keeps that state per context).
     """
-    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield caught
+    _route_warnings()
+    caught: list[warnings.WarningMessage] = []
+    token = _CAUGHT.set(caught)
+    try:
+        with np.errstate(all="ignore"):
+            yield caught
+    finally:
+        _CAUGHT.reset(token)
+
+
+def _route_warnings() -> None:
+    """Once per process: let ``warnings.warn`` hand a warning to the collector of the
+    read running in the calling context, and pass every other one on unchanged.
+
+    pydicom (and its pixel plugins) call ``warnings.warn`` by attribute, so the shim sees
+    them; ``catch_warnings`` (pytest's included) never replaces ``warnings.warn``, so it
+    stays in place.
+    """
+    if getattr(warnings.warn, "_pacsnode_router", False):
+        return
+    original = warnings.warn
+
+    def warn(
+        message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kw: Any
+    ) -> None:
+        caught = _CAUGHT.get()
+        if caught is None:
+            # One frame more than the caller meant: this one.
+            original(message, category, stacklevel + 1, source, **kw)
+            return
+        if isinstance(message, Warning):
+            category = type(message)
+        caught.append(warnings.WarningMessage(message, category or UserWarning, "", 0, source))
+
+    warn._pacsnode_router = True  # type: ignore[attr-defined]
+    warnings.warn = warn
 
 
 def _log_read(header: FilmHeader, caught: Sequence[warnings.WarningMessage], verb: str) -> None:

@@ -12,6 +12,7 @@ from pacsnode.jobs.queue import (
     JobQueue,
     Purged,
     Reaped,
+    Reclaimed,
     Remover,
 )
 from pacsnode.jobs.retry import RandomSource, RetryPolicy
@@ -29,6 +30,7 @@ __all__ = [
     "Purged",
     "RandomSource",
     "Reaped",
+    "Reclaimed",
     "Remover",
     "RetryPolicy",
 ]

@@ -86,8 +86,9 @@ class JobRecord(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # The claim query: due work by status and time.
+        # The claim query: due work by status and time, the highest priority first.
         Index("ix_jobs_status_not_before", "status", "not_before"),
+        Index("ix_jobs_status_priority", "status", "priority"),
         CheckConstraint("attempts >= 0", name="ck_jobs_attempts"),
         CheckConstraint("max_attempts >= 1", name="ck_jobs_max_attempts"),
     )
@@ -100,11 +101,22 @@ class JobRecord(Base):
     calling_ae: Mapped[str] = mapped_column(String(16))
     spool_path: Mapped[str] = mapped_column(String(4096))
     status: Mapped[JobStatus] = mapped_column(_status_type(JobStatus))
+    # Claimed highest first, then oldest; set at enqueue by the [[priority]] rules.
+    priority: Mapped[int] = mapped_column(server_default="0")
     attempts: Mapped[int]
     max_attempts: Mapped[int]
+    # Attempts cut short because their process died (see JobQueue.reclaim_orphans): not
+    # counted as attempts, but bounded on their own, so a film that crashes the node
+    # cannot do it forever.
+    interruptions: Mapped[int] = mapped_column(server_default="0")
     not_before: Mapped[datetime]
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None]
+    # The process holding the lease (pacsnode.jobs.owner): a node that starts reclaims
+    # at once the leases of dead processes on its own host.
+    lease_host: Mapped[str | None] = mapped_column(String(255))
+    lease_pid: Mapped[int | None]
+    lease_process_start: Mapped[str | None] = mapped_column(String(128))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -118,6 +130,7 @@ class DeliveryRecord(Base):
         # A result object goes to a destination once, however often it is added.
         UniqueConstraint("destination", "sop_instance_uid", name="uq_deliveries_object"),
         Index("ix_deliveries_status_not_before", "status", "not_before"),
+        Index("ix_deliveries_status_priority", "status", "priority"),
         CheckConstraint("attempts >= 0", name="ck_deliveries_attempts"),
         CheckConstraint("max_attempts >= 1", name="ck_deliveries_max_attempts"),
     )
@@ -129,12 +142,17 @@ class DeliveryRecord(Base):
     sop_instance_uid: Mapped[str] = mapped_column(_UID)
     path: Mapped[str] = mapped_column(String(4096))
     status: Mapped[DeliveryStatus] = mapped_column(_status_type(DeliveryStatus))
+    # The job's priority when the result was queued: STAT results are sent first too.
+    priority: Mapped[int] = mapped_column(server_default="0")
     attempts: Mapped[int]
     max_attempts: Mapped[int]
     not_before: Mapped[datetime]
     # Status stays PENDING or FAILED while a sender holds the lease.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None]
+    lease_host: Mapped[str | None] = mapped_column(String(255))
+    lease_pid: Mapped[int | None]
+    lease_process_start: Mapped[str | None] = mapped_column(String(128))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -156,6 +174,13 @@ class Job:
         The worker holding a RUNNING job and until when, else None.
     last_error
         The most recent failure's message, kept after a later success.
+    priority
+        Higher is claimed first; 0 unless a ``[[priority]]`` rule matched the film.
+    lease_host, lease_pid, lease_process_start
+        The process holding the lease (see :class:`pacsnode.jobs.owner.ProcessOwner`).
+    interruptions
+        Attempts whose process died under them on this host (a crash, kill -9): given
+        back rather than counted in ``attempts``, up to ``MAX_INTERRUPTIONS``.
     """
 
     id: int
@@ -174,6 +199,11 @@ class Job:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    priority: int = 0
+    lease_host: str | None = None
+    lease_pid: int | None = None
+    lease_process_start: str | None = None
+    interruptions: int = 0
 
     @classmethod
     def of(cls, record: JobRecord) -> Job:
@@ -197,6 +227,10 @@ class Delivery:
         The result object's file, or None once retention deleted it.
     lease_owner, lease_expires
         The sender holding it and until when, else None.
+    priority
+        Its job's priority when it was queued; higher is sent first.
+    lease_host, lease_pid, lease_process_start
+        The process holding the lease.
     """
 
     id: int
@@ -214,6 +248,10 @@ class Delivery:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    priority: int = 0
+    lease_host: str | None = None
+    lease_pid: int | None = None
+    lease_process_start: str | None = None
 
     @classmethod
     def of(cls, record: DeliveryRecord) -> Delivery:

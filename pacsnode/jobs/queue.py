@@ -30,6 +30,7 @@ from pacsnode.jobs.models import (
     JobRecord,
     JobStatus,
 )
+from pacsnode.jobs.owner import ProcessOwner
 from pacsnode.jobs.retry import RandomSource, RetryPolicy
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "JobQueue",
     "Purged",
     "Reaped",
+    "Reclaimed",
     "Remover",
 ]
 
@@ -48,6 +50,11 @@ log = logging.getLogger(__name__)
 DEFAULT_JOB_POLICY: Final = RetryPolicy(max_attempts=3, base=30.0, cap=1800.0)
 # Sends outlast a PACS outage of most of a day before they are dead-lettered.
 DEFAULT_DELIVERY_POLICY: Final = RetryPolicy(max_attempts=30, base=60.0, cap=3600.0)
+
+MAX_INTERRUPTIONS: Final = 5
+"""Attempts of one job that may die with their process (given back each time, see
+:meth:`JobQueue.reclaim_orphans`) before the job is dead-lettered: a film that crashes its
+worker every time stops after this many crashes."""
 
 _ERROR_CHARS: Final = 4000
 _WAITING: Final = (JobStatus.QUEUED, JobStatus.FAILED)
@@ -87,6 +94,16 @@ class Reaped(NamedTuple):
 
     jobs: tuple[Job, ...]
     deliveries: tuple[Delivery, ...]
+
+
+class Reclaimed(NamedTuple):
+    """What :meth:`JobQueue.reclaim_orphans` took back from dead processes, as it was
+    (with the dead owner), for the audit log."""
+
+    jobs: tuple[Job, ...]
+    deliveries: tuple[Delivery, ...]
+    dead: tuple[Job, ...] = ()
+    """Jobs dead-lettered instead: their process died under them too often."""
 
 
 class JobQueue:
@@ -159,6 +176,7 @@ class JobQueue:
         calling_ae: str,
         spool_path: Path | str,
         analyse: bool = True,
+        priority: int = 0,
     ) -> Enqueued:
         """Queue a received instance for analysis, once per SOP Instance UID.
 
@@ -182,6 +200,9 @@ class JobQueue:
             Where the received file was written durably.
         analyse
             False records a new instance as IGNORED: kept, not analysed.
+        priority
+            Higher is claimed first (see :meth:`claim`); a re-sent instance whose job
+            still waits keeps the higher of its old and new priority.
 
         Returns
         -------
@@ -199,6 +220,7 @@ class JobQueue:
                 calling_ae,
                 str(spool_path),
                 analyse,
+                priority,
             )
         except IntegrityError:
             # Two associations delivered the same instance at once and the other
@@ -212,6 +234,7 @@ class JobQueue:
                 calling_ae,
                 str(spool_path),
                 analyse,
+                priority,
             )
 
     def _enqueue(
@@ -223,6 +246,7 @@ class JobQueue:
         calling_ae: str,
         spool_path: str,
         analyse: bool,
+        priority: int,
     ) -> Enqueued:
         with write_session(self._sessions) as session:
             now = self._now()
@@ -240,6 +264,7 @@ class JobQueue:
                     calling_ae=calling_ae,
                     spool_path=spool_path,
                     status=JobStatus.QUEUED if analyse else JobStatus.IGNORED,
+                    priority=priority,
                     attempts=0,
                     max_attempts=self._job_policy.max_attempts,
                     not_before=now,
@@ -258,10 +283,16 @@ class JobQueue:
                 record.status = JobStatus.QUEUED
                 record.spool_path = spool_path
                 record.calling_ae = calling_ae
+                record.priority = max(record.priority, priority)
                 record.not_before = now
                 record.updated_at = now
                 session.flush()
                 log.info("job re-queued by a re-sent instance", extra=_job_context(record))
+            elif record.status is JobStatus.QUEUED and priority > record.priority:
+                # A STAT re-send of a film still waiting moves it up the queue.
+                record.priority = priority
+                record.updated_at = now
+                session.flush()
             elif record.spool_path == DELETED_PATH:
                 # Retention had deleted the film and the re-sent copy is on disk again:
                 # the job owns it, so that retention deletes it too.
@@ -272,11 +303,12 @@ class JobQueue:
     # --- the worker's side -------------------------------------------------------------
 
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Lease the oldest job that is due, counting an attempt.
+        """Lease the due job of highest priority, the oldest of those, counting an attempt.
 
-        Due are QUEUED jobs and FAILED ones whose backoff has passed, oldest received
-        first, and RUNNING jobs whose worker let the lease expire (it died) while
-        attempts remain; those with none left are for :meth:`reap_expired`.
+        Due are QUEUED jobs and FAILED ones whose backoff has passed, highest priority
+        then oldest received first, and RUNNING jobs whose worker let the lease expire (it
+        died, or :meth:`reclaim_orphans` found it dead) while attempts remain; those with
+        none left are for :meth:`reap_expired`.
 
         Parameters
         ----------
@@ -434,6 +466,100 @@ class JobQueue:
                 tuple(Job.of(job) for job in jobs),
                 tuple(Delivery.of(delivery) for delivery in deliveries),
             )
+
+    def reclaim_orphans(self, owner: ProcessOwner | None = None) -> Reclaimed:
+        """Take back at once the leases held by dead processes on this host.
+
+        A lease records its owner's host, pid and process start (see
+        :class:`~pacsnode.jobs.owner.ProcessOwner`). Leases of this host whose process is
+        gone (killed, crashed, the host rebooted) are ended now instead of when they
+        expire: the work is due at once, for the next claim. A job's interrupted attempt
+        is given back and counted as an interruption instead: killing the node must not
+        use up a film's attempts, yet a film that crashes its worker every time is
+        dead-lettered after :data:`MAX_INTERRUPTIONS`. A delivery's attempt stays counted
+        (it has many). Leases of other hosts wait out their (short) expiry.
+
+        Cheap when nothing is orphaned: one read, and a write only for dead owners.
+
+        Parameters
+        ----------
+        owner
+            The process judging; this one by default (tests pass another).
+
+        Returns
+        -------
+        Reclaimed
+            The jobs and deliveries as they were, with their dead owner, for the audit,
+            and the jobs dead-lettered for too many interruptions.
+        """
+        me = ProcessOwner.current() if owner is None else owner
+        with read_session(self._sessions) as session:
+            now = self._now()
+            candidates = {
+                model: [
+                    row
+                    for row in session.execute(
+                        select(
+                            model.id, model.lease_host, model.lease_pid, model.lease_process_start
+                        ).where(due, model.lease_host == me.host, model.lease_expires > now)
+                    ).tuples()
+                    if me.is_dead(row[1], row[2], row[3])
+                ]
+                for model, due in (
+                    (JobRecord, JobRecord.status == JobStatus.RUNNING),
+                    (DeliveryRecord, DeliveryRecord.status.in_(_UNSENT)),
+                )
+            }
+        if not any(candidates.values()):
+            return Reclaimed((), ())
+        taken: dict[type, list[Job | Delivery]] = {JobRecord: [], DeliveryRecord: []}
+        dead: list[Job] = []
+        with write_session(self._sessions) as session:
+            now = self._now()
+            for model, rows in candidates.items():
+                for row_id, host, pid, start in rows:
+                    record = session.get(model, row_id, with_for_update=True)
+                    # Unchanged since the read: the same dead owner still holds it.
+                    if (
+                        record is None
+                        or (record.lease_host, record.lease_pid, record.lease_process_start)
+                        != (host, pid, start)
+                        or record.lease_expires is None
+                        or record.lease_expires <= now
+                    ):
+                        continue
+                    if isinstance(record, JobRecord):
+                        if record.interruptions + 1 >= MAX_INTERRUPTIONS:
+                            record.interruptions += 1
+                            record.status = JobStatus.DEAD
+                            record.last_error = _clip(
+                                f"its worker process died {record.interruptions} times while "
+                                f"analysing it (last {record.lease_owner})"
+                            )
+                            _end_lease(record, now)
+                            dead.append(Job.of(record))
+                            continue
+                        taken[model].append(Job.of(record))
+                        record.attempts = max(0, record.attempts - 1)
+                        record.interruptions += 1
+                    else:
+                        taken[model].append(Delivery.of(record))
+                    # Expired now: the next claim takes it.
+                    record.lease_expires = now
+                    record.updated_at = now
+            session.flush()
+        jobs = tuple(j for j in taken[JobRecord] if isinstance(j, Job))
+        deliveries = tuple(d for d in taken[DeliveryRecord] if isinstance(d, Delivery))
+        for job in dead:
+            log.warning("job dead-lettered: %s", job.last_error, extra={"job_id": job.id})
+        if jobs or deliveries:
+            log.warning(
+                "reclaimed %d jobs and %d deliveries from dead processes on %s",
+                len(jobs),
+                len(deliveries),
+                me.host,
+            )
+        return Reclaimed(jobs, deliveries, tuple(dead))
 
     # --- administration ----------------------------------------------------------------
 
@@ -751,7 +877,8 @@ class JobQueue:
         """
         with write_session(self._sessions) as session:
             now = self._now()
-            if session.get(JobRecord, job_id) is None:
+            job = session.get(JobRecord, job_id)
+            if job is None:
                 raise JobStateError(f"job {job_id} does not exist")
             record = session.scalars(
                 select(DeliveryRecord)
@@ -769,6 +896,7 @@ class JobQueue:
                     sop_instance_uid=sop_instance_uid,
                     path=str(path),
                     status=DeliveryStatus.PENDING,
+                    priority=job.priority,
                     attempts=0,
                     max_attempts=self._delivery_policy.max_attempts,
                     not_before=now,
@@ -784,7 +912,8 @@ class JobQueue:
             return Delivery.of(record)
 
     def claim_delivery(self, worker_id: str, lease_seconds: float) -> Delivery | None:
-        """Lease the oldest delivery that is due, counting an attempt.
+        """Lease the due delivery of highest priority, the oldest of those, counting an
+        attempt.
 
         Due are PENDING and FAILED deliveries past their backoff whose lease, if any,
         has expired and which have attempts left, whatever their job's state.
@@ -860,6 +989,25 @@ class JobQueue:
             record.attempts = max(0, record.attempts - 1)
             record.not_before = now
             _end_lease(record, now)
+            session.flush()
+            return Delivery.of(record)
+
+    def heartbeat_delivery(
+        self, delivery_id: int, worker_id: str, lease_seconds: float
+    ) -> Delivery:
+        """Extend the sender's lease on a delivery to ``lease_seconds`` from now.
+
+        Raises
+        ------
+        JobStateError
+            The delivery is not leased to this sender: the lease was lost to another.
+        """
+        lease = _lease(lease_seconds)
+        with write_session(self._sessions) as session:
+            now = self._now()
+            record = _held_delivery(session, delivery_id, worker_id)
+            record.lease_expires = now + lease
+            record.updated_at = now
             session.flush()
             return Delivery.of(record)
 
@@ -988,19 +1136,24 @@ def _lease_oldest(
     now: datetime,
     lease: timedelta,
 ) -> _R | None:
-    """Lock the oldest due row that no other transaction holds, lease it to ``worker_id``
-    for ``lease`` from ``now`` and count an attempt; None when nothing is due."""
+    """Lock the due row of highest priority, oldest first, that no other transaction holds,
+    lease it to ``worker_id`` (in this process) for ``lease`` from ``now`` and count an
+    attempt; None when nothing is due."""
     record = session.scalars(
         select(model)
         .where(due)
-        .order_by(model.created_at, model.id)
+        .order_by(model.priority.desc(), model.created_at, model.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     ).first()
     if record is not None:
+        owner = ProcessOwner.current()
         record.attempts += 1
         record.lease_owner = worker_id
         record.lease_expires = now + lease
+        record.lease_host = owner.host
+        record.lease_pid = owner.pid
+        record.lease_process_start = owner.start
         record.updated_at = now
     return record
 
@@ -1008,6 +1161,9 @@ def _lease_oldest(
 def _end_lease(record: JobRecord | DeliveryRecord, now: datetime) -> None:
     record.lease_owner = None
     record.lease_expires = None
+    record.lease_host = None
+    record.lease_pid = None
+    record.lease_process_start = None
     record.updated_at = now
 
 

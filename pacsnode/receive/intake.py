@@ -311,6 +311,11 @@ def _read_bounded_pdu(
     which aborts the association (PS3.8 §9.2, AA-8).
     """
     sock = dul.socket
+    if getattr(dul, "_pacsnode_refused", False):
+        # What follows a refused PDU is its unread body, not PDUs: reading it as headers
+        # would refuse (and audit) garbage. The abort is sent; end the transport.
+        dul.event_queue.put("Evt17")
+        return
     try:
         header = sock.recv(6)
     except (OSError, TimeoutError):
@@ -326,6 +331,7 @@ def _read_bounded_pdu(
         return
     if length > limit_for(pdu_type):
         log.error("PDU of %d bytes (type 0x%02X) is over the limit; aborting", length, pdu_type)
+        dul._pacsnode_refused = True
         too_long(dul, pdu_type, length)
         dul.event_queue.put("Evt19")
         return

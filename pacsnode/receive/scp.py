@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,11 @@ from pacsnode.config.tls import server_context, subject_of
 from pacsnode.errors import ImageReadError
 from pacsnode.imaging.reader import SUPPORTED_TRANSFER_SYNTAXES, FilmHeader, inspect_film
 from pacsnode.jobs import JobQueue
+from pacsnode.metrics import NO_METRICS, NoMetrics
+from pacsnode.receive.decodecheck import DecodeChecks
 from pacsnode.receive.inflate import InflateError, TooLargeInflated, inflate_file
 from pacsnode.receive.intake import Intake
+from pacsnode.receive.priority import Prioritised, request_priority, rule_priority
 from pacsnode.receive.spool import Spool, SpoolFullError, is_uid
 from pacsnode.receive.statuses import Refusal, StoreStatus, answer, refusal_for_read_error
 from pacsnode.receive.tls import start_tls_server
@@ -63,8 +67,9 @@ _REJECT_CALLED: Final = (0x01, 0x01, 0x07)
 _REJECT_NO_REASON: Final = (0x01, 0x01, 0x01)
 
 _MIB: Final = 1024 * 1024
-# A compressed film this small is read into memory and decoded before it is accepted; a
-# larger one is checked from its file, header only (values over 64 KiB are not read).
+# A compressed film this small is decoded (in a decode-check child process, never in the
+# listener's) before it is accepted; a larger one is checked from its header only
+# (values over 64 KiB are not read).
 _CHECKED_IN_MEMORY: Final = 16 * _MIB
 
 
@@ -121,6 +126,8 @@ class StorageSCP:
         Where received files are kept; by default the configured spool directory.
     on_queued
         Called after a film is queued for analysis, to wake a worker in this process.
+    metrics
+        Counts each C-STORE answer by status and times the handler (stage ``receive``).
 
     Notes
     -----
@@ -144,14 +151,17 @@ class StorageSCP:
         audit: AuditLog,
         spool: Spool | None = None,
         on_queued: Callable[[], None] | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.audit = audit
         self.spool = spool or Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
         self.on_queued = on_queued
+        self.metrics = metrics
         self._server: Any = None
         node = settings.node
+        self.decode_checks = DecodeChecks()
         self.intake = Intake(
             self.spool,
             max_pdu=node.max_pdu_kb * 1024,
@@ -174,6 +184,7 @@ class StorageSCP:
         ae.maximum_associations = node.max_associations
         ae.maximum_pdu_size = self.intake.max_pdu
         self.spool.clear_incoming()
+        self.decode_checks.start()
         self._warn_if_open()
         ae.add_supported_context(Verification)
         syntaxes = [str(uid) for uid in SUPPORTED_TRANSFER_SYNTAXES]
@@ -223,6 +234,7 @@ class StorageSCP:
             self._server.shutdown()
             self._server = None
             log.info("listener stopped")
+        self.decode_checks.stop()
 
     def _warn_if_open(self) -> None:
         node = self.settings.node
@@ -325,13 +337,16 @@ class StorageSCP:
     # --- C-STORE -----------------------------------------------------------------------
 
     def _on_store(self, event: Any) -> Dataset:
+        started = time.perf_counter()
         peer = Peer.of(event.assoc)
         request = event.request
         sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
         # Whatever this film makes go wrong, its patient values stay out of the log, the
         # audit reasons and the answer.
         with screening(_screen_of(event)):
-            return self._answer(event, peer, sop_instance_uid)
+            reply = self._answer(event, peer, sop_instance_uid)
+        self.metrics.store_answered(int(reply.Status), time.perf_counter() - started)
+        return reply
 
     def _answer(self, event: Any, peer: Peer, sop_instance_uid: str) -> Dataset:
         try:
@@ -403,6 +418,8 @@ class StorageSCP:
             raise Refusal(
                 StoreStatus.OUT_OF_RESOURCES, f"Cannot write the spool: {exc.strerror}"
             ) from exc
+        unranked = Prioritised(0, None)
+        prioritised = self._priority(event, peer, header, path) if selected else unranked
         try:
             queued = self.queue.enqueue(
                 sop_instance_uid=sop_instance_uid,
@@ -412,6 +429,7 @@ class StorageSCP:
                 calling_ae=peer.ae_title,
                 spool_path=path,
                 analyse=selected,
+                priority=prioritised.priority,
             )
         except SQLAlchemyError as exc:
             log.error("queue unavailable for %s: %s", sop_instance_uid, exc)
@@ -441,9 +459,26 @@ class StorageSCP:
                 "resent": queued.existed,
                 "requeued": queued.requeued,
                 "job_status": queued.job.status.value,
+                "priority": queued.job.priority,
+                "priority_rule": None if prioritised.rule is None else prioritised.rule.name,
             },
         )
         return answer(StoreStatus.SUCCESS)
+
+    def _priority(self, event: Any, peer: Peer, header: FilmHeader, path: Path) -> Prioritised:
+        """The job's priority by the ``[[priority]]`` rules; 0 if they cannot be applied
+        (a film is never refused for its priority)."""
+        try:
+            return rule_priority(
+                self.settings.priority,
+                path=path,
+                calling_ae=peer.ae_title,
+                modality=header.modality,
+                request=request_priority(getattr(event.request, "Priority", None)),
+            )
+        except Exception:
+            log.exception("priority rules failed for %s; priority 0", header.sop_instance_uid)
+            return Prioritised(0, None)
 
     def _checked_header(
         self, path: Path, syntax: UID, sop_class_uid: str, sop_instance_uid: str
@@ -454,10 +489,14 @@ class StorageSCP:
             else:
                 with path.open("rb") as stream:
                     size = os.fstat(stream.fileno()).st_size
-                    small = syntax.is_encapsulated and size <= _CHECKED_IN_MEMORY
+                    header = inspect_film(stream)
+                if syntax.is_encapsulated and size <= _CHECKED_IN_MEMORY:
                     # A damaged codestream shows only when decoded: no 0000 for it.
-                    source = stream.read() if small else stream
-                    header = inspect_film(source, decode_compressed=small)
+                    self.decode_checks.check(path)
+        except TimeoutError as exc:
+            raise Refusal(
+                StoreStatus.OUT_OF_RESOURCES, f"Pixel data check: {exc}; send again later"
+            ) from exc
         except ImageReadError as exc:
             raise refusal_for_read_error(exc) from exc
         mismatch = StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS

@@ -63,7 +63,8 @@ class Analysis:
     seconds
         Wall time of reading, analysing and writing.
     stages
-        Wall time of each stage of the stack.
+        Wall time of each stage: ``read`` (the film), the stack's own stages, and
+        ``build`` (SEG and SR made and written) when there are results.
     """
 
     results: tuple[ResultFile, ...]
@@ -143,15 +144,18 @@ class Analyst:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         except InvalidDicomError as exc:  # the reader accepted it, so this is unexpected
             raise ImageReadError(ReadFailure.NOT_DICOM, str(exc)) from exc
+        read_seconds = time.monotonic() - started
         result = self.stack.read(film.image, **reading_hints(header, film))
+        stages = {"read": read_seconds, **result.seconds}
         found, reading = result.localisation, result.reading
         if not found.found or reading is None:
             return Analysis(
                 (),
                 "no spine region found: nothing to send",
                 time.monotonic() - started,
-                result.seconds,
+                stages,
             )
+        building = time.monotonic()
         objects = build_results(header, film, found, self.algorithm, reading)
         directory = self.directory_for(film.sop_instance_uid)
         results = []
@@ -161,9 +165,8 @@ class Analyst:
             target = directory / f"{kind}.dcm"
             write_durably(target, buffer.getvalue())
             results.append(ResultFile(kind, str(dataset.SOPInstanceUID), target))
-        return Analysis(
-            tuple(results), describe(reading), time.monotonic() - started, result.seconds
-        )
+        stages["build"] = time.monotonic() - building
+        return Analysis(tuple(results), describe(reading), time.monotonic() - started, stages)
 
 
 def describe(reading: SpineReading) -> str:

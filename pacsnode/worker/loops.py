@@ -22,10 +22,18 @@ from pacsnode.config.settings import Destination
 from pacsnode.errors import JobStateError
 from pacsnode.export.sender import send_file
 from pacsnode.jobs import Delivery, Job, JobQueue, JobStatus
+from pacsnode.metrics import NO_METRICS, NoMetrics
 from pacsnode.worker.analyst import Analyst, is_permanent
 from pacsnode.worker.retention import SWEEP_SECONDS, Retention
 
-__all__ = ["DeliveryLoop", "JobLoop", "RetentionLoop", "worker_name"]
+__all__ = [
+    "DeliveryLoop",
+    "JobLoop",
+    "RetentionLoop",
+    "lease_renewed",
+    "reclaim_orphans",
+    "worker_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,8 @@ class JobLoop(_Loop):
         How long a claim lasts without renewal; renewed every third of it while busy.
     on_results
         Called after a job has queued deliveries, to wake the delivery loop.
+    metrics
+        Times each stage of an analysed film (read, the stack's stages, build).
     """
 
     def __init__(
@@ -118,12 +128,14 @@ class JobLoop(_Loop):
         destinations: Sequence[Destination],
         lease_seconds: float,
         on_results: Callable[[], None] | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         super().__init__(name, queue, audit, stop)
         self.analyst = analyst
         self.destinations = tuple(destinations)
         self.lease_seconds = lease_seconds
         self.on_results = on_results
+        self.metrics = metrics
 
     def step(self) -> bool:
         self._reap()
@@ -164,6 +176,7 @@ class JobLoop(_Loop):
             self._failed(job, exc)
             return True
         self.queue.succeed(job.id, self.worker_id)
+        self.metrics.analysed(analysis.stages)
         if analysis.results and self.destinations and self.on_results is not None:
             self.on_results()
         if analysis.results and not self.destinations:
@@ -213,6 +226,10 @@ class JobLoop(_Loop):
         )
 
     def _reap(self) -> None:
+        # A worker process of this host that died (a crash, kill -9, the OOM killer) is
+        # found by its pid and start, and its work taken back without waiting out the
+        # lease; another host's waits for expiry.
+        reclaim_orphans(self.queue, self.audit, f"worker:{self.worker_id}")
         reaped = self.queue.reap_expired()
         for job in reaped.jobs:
             self._record(
@@ -231,25 +248,12 @@ class JobLoop(_Loop):
     @contextlib.contextmanager
     def _lease_kept(self, job: Job) -> Iterator[None]:
         """Renew the job's lease in the background while the block runs."""
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(self.lease_seconds / 3):
-                try:
-                    self.queue.heartbeat(job.id, self.worker_id, self.lease_seconds)
-                except JobStateError as exc:
-                    log.warning("job %d: lease lost: %s", job.id, exc)
-                    return
-                except Exception:
-                    log.exception("job %d: heartbeat failed", job.id)
-
-        keeper = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
-        keeper.start()
-        try:
+        with lease_renewed(
+            lambda: self.queue.heartbeat(job.id, self.worker_id, self.lease_seconds),
+            self.lease_seconds,
+            f"job {job.id}",
+        ):
             yield
-        finally:
-            done.set()
-            keeper.join()
 
 
 class DeliveryLoop(_Loop):
@@ -264,6 +268,8 @@ class DeliveryLoop(_Loop):
         The node's AE title.
     lease_seconds
         How long a claimed delivery is held.
+    metrics
+        Times each send (stage ``deliver``) and counts how sends end.
     """
 
     def __init__(
@@ -276,11 +282,13 @@ class DeliveryLoop(_Loop):
         destinations: Sequence[Destination],
         calling_ae: str,
         lease_seconds: float,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         super().__init__(name, queue, audit, stop)
         self.destinations = {d.name: d for d in destinations}
         self.calling_ae = calling_ae
         self.lease_seconds = lease_seconds
+        self.metrics = metrics
 
     def step(self) -> bool:
         delivery = self.queue.claim_delivery(self.worker_id, self.lease_seconds)
@@ -304,13 +312,26 @@ class DeliveryLoop(_Loop):
         if delivery.path is None:
             self._failed(delivery, "the result file was deleted by retention", retryable=False)
             return True
+        started = time.perf_counter()
         try:
-            result = send_file(delivery.path, destination, self.calling_ae)
+            # A slow PACS can hold a send past the short lease: renew it meanwhile, so
+            # no other sender takes the object over and sends it twice.
+            with lease_renewed(
+                lambda: self.queue.heartbeat_delivery(
+                    delivery.id, self.worker_id, self.lease_seconds
+                ),
+                self.lease_seconds,
+                f"delivery {delivery.id}",
+            ):
+                result = send_file(delivery.path, destination, self.calling_ae)
         except Exception as exc:  # the results file is missing or damaged
             self._failed(delivery, f"cannot read {delivery.path}: {exc}", retryable=False)
             return True
+        finally:
+            self.metrics.observe("deliver", time.perf_counter() - started)
         if result.ok:
             self.queue.delivery_sent(delivery.id, self.worker_id)
+            self.metrics.delivery_ended(delivery.destination, "sent")
             self._record(
                 AuditEvent.RESULT_SENT,
                 Outcome.SUCCESS,
@@ -323,6 +344,7 @@ class DeliveryLoop(_Loop):
 
     def _failed(self, delivery: Delivery, reason: str, *, retryable: bool) -> None:
         after = self.queue.delivery_failed(delivery.id, self.worker_id, reason, retryable=retryable)
+        self.metrics.delivery_ended(delivery.destination, after.status.value)
         log.warning(
             "delivery %d (%s to %s) failed, attempt %d of %d: %s",
             delivery.id,
@@ -389,6 +411,81 @@ class RetentionLoop(_Loop):
         self._due = now + self.interval
         self.retention.sweep()
         return False
+
+
+@contextlib.contextmanager
+def lease_renewed(renew: Callable[[], object], lease_seconds: float, what: str) -> Iterator[None]:
+    """Call ``renew`` every third of ``lease_seconds`` in a background thread while the
+    block runs, until it raises :class:`JobStateError` (the lease was lost)."""
+    done = threading.Event()
+
+    def keep() -> None:
+        while not done.wait(lease_seconds / 3):
+            try:
+                renew()
+            except JobStateError as exc:
+                log.warning("%s: lease lost: %s", what, exc)
+                return
+            except Exception:
+                log.exception("%s: heartbeat failed", what)
+
+    keeper = threading.Thread(target=keep, name=f"lease-{what.replace(' ', '-')}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join()
+
+
+def reclaim_orphans(queue: JobQueue, audit: AuditLog, actor: str) -> int:
+    """Take back the leases of dead processes on this host (see
+    :meth:`JobQueue.reclaim_orphans`), one ``job_released`` audit entry each; returns how
+    many. Never raises: a failure is logged and the leases expire as before."""
+    try:
+        reclaimed = queue.reclaim_orphans()
+    except Exception:
+        log.exception("could not reclaim the leases of dead processes")
+        return 0
+    for job in reclaimed.dead:
+        try:
+            audit.record(
+                AuditEvent.JOB_DEAD,
+                Outcome.FAILURE,
+                actor=actor,
+                job_id=job.id,
+                sop_instance_uid=job.sop_instance_uid,
+                study_instance_uid=job.study_instance_uid,
+                reason=job.last_error,
+                details={"interruptions": job.interruptions},
+            )
+        except Exception:
+            log.exception("audit entry job_dead could not be written")
+    for item in (*reclaimed.jobs, *reclaimed.deliveries):
+        delivery = isinstance(item, Delivery)
+        owner = f"{item.lease_host} pid {item.lease_pid}"
+        try:
+            audit.record(
+                AuditEvent.JOB_RELEASED,
+                Outcome.WARNING,
+                actor=actor,
+                job_id=item.job_id if isinstance(item, Delivery) else item.id,
+                sop_instance_uid=item.sop_instance_uid,
+                reason=f"lease owner {item.lease_owner} ({owner}) is dead; "
+                f"{'delivery' if delivery else 'job'} due again at once",
+                details={
+                    "reclaimed": "delivery" if delivery else "job",
+                    "delivery_id": item.id if delivery else None,
+                    "lease_owner": item.lease_owner,
+                    "lease_host": item.lease_host,
+                    "lease_pid": item.lease_pid,
+                    "attempt": item.attempts,
+                    "interruptions": item.interruptions + 1 if isinstance(item, Job) else None,
+                },
+            )
+        except Exception:
+            log.exception("audit entry job_released could not be written")
+    return len(reclaimed.jobs) + len(reclaimed.deliveries)
 
 
 def _screen_of(path: Path | None) -> PatientScreen:

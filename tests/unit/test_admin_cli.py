@@ -165,10 +165,10 @@ def test_queue_list_table_and_json(seeded: Path, capsys: pytest.CaptureFixture[s
     assert [row.split()[0] for row in rows] == ["3", "2", "1"]
     assert header.index("SOP INSTANCE UID") == rows[0].index("1.2.3.3")  # aligned
     dead = rows[1]
-    assert dead.split()[1:4] == ["dead", "1/3", "1.2.3.2"]
+    assert dead.split()[1:5] == ["dead", "0", "1/3", "1.2.3.2"]  # priority 0: no rule
     assert "MODALITY1" in dead and "not a film: no pixel data" in dead
     assert "second line" not in out
-    day, time = dead.split()[5:7]
+    day, time = dead.split()[6:8]
     assert day == "2025-03-01" and time.startswith("08:00:") and time.endswith("Z")
 
     code, out, _ = run(capsys, "queue", "list", "--status", "DEAD")

@@ -74,3 +74,51 @@ def test_systemd_unit_syntax(tmp_path: Path) -> None:
         and "does not exist" not in line
     ]
     assert problems == []
+
+
+def _template() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(DEPLOY / "pacsnode@.service")
+    return unit
+
+
+@pytest.mark.parametrize("role", ["receiver", "worker", "all"])
+def test_template_unit_starts_each_role_with_the_etc_config(role: str) -> None:
+    unit = _template()
+    service = unit["Service"]
+    command = service["ExecStart"].replace("%i", role).split()
+    assert command[0].endswith("/.venv/bin/pacsnode")
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "serve" and args.role == role
+    assert args.config == Path("/etc/pacsnode/pacsnode.toml")
+    assert service["EnvironmentFile"] == "-/etc/pacsnode/%i.env"  # per-role overrides
+    assert service["KillSignal"] == "SIGTERM" and service["User"] == "pacsnode"
+    assert "/var/lib/pacsnode" in service["ReadWritePaths"]
+    # One host runs either the single-process unit or the roles, never both.
+    assert "pacsnode.service" in unit["Unit"]["Conflicts"]
+    # Metrics files on local tmpfs, fresh at each start (the last Environment= line).
+    runtime = service["RuntimeDirectory"]
+    assert service["Environment"] == f"PROMETHEUS_MULTIPROC_DIR=/run/{runtime}"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_template_unit_syntax(tmp_path: Path) -> None:
+    unit = tmp_path / "pacsnode@.service"
+    unit.write_text((DEPLOY / "pacsnode@.service").read_text())
+    out = subprocess.run(
+        ["systemd-analyze", "verify", f"{unit.parent}/pacsnode@worker.service"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    problems = [
+        line
+        for line in out.stderr.splitlines()
+        if "pacsnode@" in line
+        and "is not executable" not in line
+        and "No such file" not in line
+        and "does not exist" not in line
+    ]
+    assert problems == []
