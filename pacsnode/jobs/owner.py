@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ProcessOwner", "process_start"]
+__all__ = ["ProcessOwner", "pid_exists", "process_start"]
 
 _PROC: Final = Path("/proc")
 
@@ -55,7 +55,7 @@ class ProcessOwner:
             return False
         if start is None or self.start is None:
             # Without /proc, only a pid that no longer exists is known to be dead.
-            return start is None and not _pid_exists(pid)
+            return start is None and not pid_exists(pid)
         boot, namespace, _ticks = _split(start)
         mine_boot, mine_namespace, _mine = _split(self.start)
         if boot != mine_boot:
@@ -105,7 +105,8 @@ def _split(start: str) -> tuple[str, str, str]:
     return boot, namespace, ticks
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process of this id runs on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

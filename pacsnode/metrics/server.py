@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from pacsnode.jobs.owner import pid_exists
 from pacsnode.metrics.instruments import NO_METRICS, Metrics, NoMetrics
 from pacsnode.metrics.queue import QueueCollector
 
@@ -63,23 +64,13 @@ def use_multiprocess_dir(data_dir: Path) -> Path | None:
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(f"{host}-*"):
         pid = old.name[len(host) + 1 :]  # not host "a-b"'s "a-b-7" when this host is "a"
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_exists(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     directory = root / f"{host}-{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir()
     os.environ[MULTIPROC_ENV] = str(directory)
     return directory
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def multiprocess_mode() -> bool:

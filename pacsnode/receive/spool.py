@@ -14,11 +14,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final
 
 from pacsnode.durable import move_durably, write_durably
 from pacsnode.errors import PacsnodeError
+from pacsnode.jobs.owner import pid_exists
 
 __all__ = ["Spool", "SpoolFullError", "is_uid"]
 
@@ -110,12 +112,8 @@ class Spool:
             Any other failure; the incoming file is left for the caller to remove.
         """
         path = self.path_for(sop_instance_uid)
-        try:
+        with _disk_full_as_spool_full("syncing"):
             move_durably(incoming, path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SpoolFullError(f"spool disk full while syncing: {exc.strerror}") from exc
-            raise
         return path
 
     def clear_incoming(self) -> int:
@@ -128,7 +126,7 @@ class Spool:
             return removed
         for entry in self.incoming_dir.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and pid_exists(int(pid)):
                 continue
             with contextlib.suppress(OSError):
                 entry.unlink()
@@ -149,22 +147,17 @@ class Spool:
         """
         self.check_free()
         path = self.path_for(sop_instance_uid)
-        try:
+        with _disk_full_as_spool_full("writing"):
             write_durably(path, data)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SpoolFullError(f"spool disk full while writing: {exc.strerror}") from exc
-            raise
         return path
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+@contextlib.contextmanager
+def _disk_full_as_spool_full(doing: str) -> Iterator[None]:
+    """An ``OSError`` for a full disk or quota becomes :class:`SpoolFullError`."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: alive
-    return True
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SpoolFullError(f"spool disk full while {doing}: {exc.strerror}") from exc
+        raise
