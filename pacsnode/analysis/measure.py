@@ -43,6 +43,12 @@ class BodyHeights:
     anterior: float
     middle: float
     posterior: float
+    superior_endplate: tuple[Point, Point] | None = None
+    """The superior endplate as a fitted line, (posterior end, anterior end) (x, y): a
+    least-squares line through the endplate's middle :data:`ENDPLATE_SPAN` of the body's
+    depth, so a rounded corner or a noisy mask edge does not tilt it."""
+    inferior_endplate: tuple[Point, Point] | None = None
+    """The inferior endplate likewise."""
 
     @property
     def height_ratio(self) -> float:
@@ -116,6 +122,12 @@ def body_heights(
     def pt(p: NDArray[np.float64]) -> Point:
         return (float(p[0]), float(p[1]))
 
+    t_back = float(p_sup @ front + p_inf @ front) / 2
+    t_front = float(a_sup @ front + a_inf @ front) / 2
+    plates = [
+        _endplate(s, t, upper, (t_back, t_front), along, front) for upper in (True, False)
+    ]
+
     return BodyHeights(
         anterior_superior=pt(a_sup),
         anterior_inferior=pt(a_inf),
@@ -126,4 +138,43 @@ def body_heights(
         anterior=float(np.linalg.norm(a_sup - a_inf)),
         middle=float(np.linalg.norm(sup_mid - inf_mid)),
         posterior=float(np.linalg.norm(p_sup - p_inf)),
+        superior_endplate=plates[0],
+        inferior_endplate=plates[1],
     )
+
+
+ENDPLATE_SPAN = (0.15, 0.85)
+"""The share of a body's depth, from its posterior wall, whose endplate edge is fitted."""
+
+
+def _endplate(
+    s: NDArray[np.float64],
+    t: NDArray[np.float64],
+    upper: bool,
+    depth: tuple[float, float],
+    along: NDArray[np.float64],
+    front: NDArray[np.float64],
+) -> tuple[Point, Point] | None:
+    """The superior (``upper``) or inferior endplate of a body's pixels as a line fitted
+    to the edge pixel of each one-pixel column across the body's depth; its ends lie at the
+    posterior and anterior walls (``depth``: their positions along ``front``)."""
+    back, ahead = depth
+    lo, hi = back + ENDPLATE_SPAN[0] * (ahead - back), back + ENDPLATE_SPAN[1] * (ahead - back)
+    keep = (t >= min(lo, hi)) & (t <= max(lo, hi))
+    if keep.sum() < 3:
+        return None
+    bins = np.floor(t[keep]).astype(np.int64)
+    edge = -s[keep] if upper else s[keep]
+    order = np.lexsort((-edge, bins))  # per column, its outermost pixel first
+    first = np.ones(len(order), bool)
+    first[1:] = bins[order][1:] != bins[order][:-1]
+    columns, outer = bins[order][first] + 0.5, edge[order][first]
+    if len(columns) < 3:
+        return None
+    slope, offset = np.polyfit(columns, outer, 1)
+    ends = []
+    for position in (back, ahead):
+        depth_s = offset + slope * position
+        point = position * front + (-depth_s if upper else depth_s) * along
+        ends.append((float(point[0]), float(point[1])))
+    return ends[0], ends[1]

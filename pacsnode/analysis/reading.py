@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from pacsnode.analysis.findings import Finding
 from pacsnode.analysis.measure import BodyHeights
+from pacsnode.analysis.readout import ReadOut
 
 __all__ = ["SpineReading", "Vertebra"]
 
@@ -80,12 +81,16 @@ class SpineReading:
         Why the stack gave positions rather than names although it had a reference: the
         named chain did not hold together (``reference`` None), or the vertebrae past a
         body too many were left unnamed (``reference`` set); None otherwise.
+    readout
+        The ER read-out (alignment, slips, soft tissue, critical findings) measured from
+        the vertebrae; None when it was not made.
     """
 
     vertebrae: tuple[Vertebra, ...]
     reference: str | None
     models: dict[str, str]
     abstention: str | None = None
+    readout: ReadOut | None = None
 
     @property
     def identified(self) -> bool:

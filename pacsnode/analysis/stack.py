@@ -32,6 +32,7 @@ from pacsnode.analysis.naming import REFERENCES, Named, NamingInputs, pick_refer
 from pacsnode.analysis.orient import Orienter
 from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.reading import SpineReading, Vertebra
+from pacsnode.analysis.readout import build_readout
 from pacsnode.analysis.region import normalise_region, region_frame, working_image
 from pacsnode.analysis.segment import candidate_masks
 from pacsnode.analysis.weights import model_version
@@ -230,11 +231,14 @@ class Stack:
             vertebrae.append(_measure(part, image.shape, entry, named, down, front))
         vertebrae = _graded(vertebrae)
         clock.lap("measure")
+        readout = build_readout(vertebrae, image, spacing_mm)
+        clock.lap("readout")
         reading = SpineReading(
             tuple(vertebrae),
             reference[1] if reference and any(n.identified for n in names) else None,
             self.versions,
             abstention=doubt,
+            readout=readout,
         )
         paths = None
         if trace:
@@ -464,6 +468,12 @@ def _shifted(heights: BodyHeights, dx: float, dy: float) -> BodyHeights:
         posterior_inferior=move(heights.posterior_inferior),
         superior_midpoint=move(heights.superior_midpoint),
         inferior_midpoint=move(heights.inferior_midpoint),
+        superior_endplate=None
+        if heights.superior_endplate is None
+        else (move(heights.superior_endplate[0]), move(heights.superior_endplate[1])),
+        inferior_endplate=None
+        if heights.inferior_endplate is None
+        else (move(heights.inferior_endplate[0]), move(heights.inferior_endplate[1])),
     )
 
 
