@@ -140,6 +140,7 @@ class Node:
             JobLoop,
             Retention,
             RetentionLoop,
+            wants_capture,
             worker_name,
         )
 
@@ -154,6 +155,7 @@ class Node:
             calling_ae=settings.node.ae_title,
             lease_seconds=lease,
             metrics=self.metrics,
+            notify=settings.notify,
         )
         if settings.worker.processes > 0:
             # Analysis in worker processes: this one decodes no pixel and runs no network.
@@ -171,6 +173,7 @@ class Node:
                 device=settings.analysis.device,
                 eta=settings.analysis.ensemble_eta,
                 lam=settings.analysis.ensemble_lambda,
+                secondary_capture=wants_capture(settings.destinations),
             )
             self.metrics.models_loaded(analyst.stack.versions)
         for index in range(settings.worker.concurrency if settings.worker.processes == 0 else 0):
@@ -185,6 +188,7 @@ class Node:
                     lease_seconds=lease,
                     on_results=delivery.wake.set,
                     metrics=self.metrics,
+                    notify=settings.notify,
                 )
             )
         retention = RetentionLoop(

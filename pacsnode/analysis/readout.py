@@ -67,9 +67,11 @@ SOFT_TISSUE_LEVELS: Mapping[str, float] = {"C2": 7.0, "C6": 22.0}
 MEYERDING_BOUNDS = (25.0, 50.0, 75.0, 100.0)
 """Meyerding's grades: I up to 25 %, II to 50 %, III to 75 %, IV to 100 %, V beyond."""
 
-SLIP_FLOOR_PERCENT = 5.0
-"""A slip under this is read as none (grade 0): about the corners' measurement error over
-a lumbar endplate (1 to 2 mm over 35 mm), so a normal level does not read as grade I."""
+SLIP_FLOOR_PERCENT = 10.0
+"""A slip under this is read as none (grade 0), so a normal level does not read as grade I:
+normal levels vary by that much (the phantoms' normal cervical levels run from -13 % to
++9 %, 5th to 95th percentile, from the tilt of one body against the next), and it is
+1.5 to 3.5 mm over a cervical or lumbar endplate, about what a reader calls a slip."""
 
 FLAG_KINDS = ("malalignment", "soft_tissue", "fracture_grade3", "listhesis_grade2")
 """The critical findings, as named in ``[[notify]] on``."""
@@ -229,7 +231,7 @@ class CobbAngle:
         return f"{self.upper}-{self.lower}"
 
     def describe(self) -> str:
-        return f"{self.span} {self.curvature} {abs(self.degrees):.0f}°"
+        return f"{self.span} {self.curvature} {abs(self.degrees):.0f} deg"
 
 
 @dataclass(frozen=True)

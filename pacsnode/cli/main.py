@@ -98,11 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_commands(sub)
     an = sub.add_parser(
         "analyze",
-        help="analyse films offline: write the SEG, the SR and a PNG overlay",
+        help="analyse films offline: write the SEG, SR, GSPS, a burned-in capture and a PNG",
         description=(
             "Run the analysis stack on DICOM films, or on PNG and JPEG pictures of films, "
             "without any network and write, per film, <SOPInstanceUID>.seg.dcm, "
-            "<SOPInstanceUID>.sr.dcm and <SOPInstanceUID>.png in --out. A picture (8- or "
+            "<SOPInstanceUID>.sr.dcm, <SOPInstanceUID>.pr.dcm (the presentation state), "
+            "<SOPInstanceUID>.sc.dcm (the burned-in Secondary Capture, not for diagnosis) "
+            "and <SOPInstanceUID>.png in --out. A picture (8- or "
             "16-bit grey, or RGB with equal channels) is first wrapped as a Secondary "
             "Capture film, written there as <SOPInstanceUID>.dcm for the SEG and SR to "
             "refer to; it has no pixel spacing, so its measurements are in pixels. A film "
@@ -130,7 +132,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from pacsnode.export.results import algorithm_of, build_results
     from pacsnode.imaging import read_film
     from pacsnode.imaging.import_picture import picture_format, wrap_picture
-    from pacsnode.worker.analyst import describe, reading_hints
+    from pacsnode.worker.analyst import RESULT_FILE_NAMES, describe, reading_hints
 
     models = args.models_dir or DEFAULT_MODELS_DIR
     stack = Stack.load(models, device=args.device)
@@ -155,11 +157,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             result = stack.read(film.image, **reading_hints(header, film))
             found, reading = result.localisation, result.reading
             render_overlay_png(film.image, found, stem + ".png", reading=reading)
-            results = build_results(header, film, found, algorithm, reading)
+            results = build_results(header, film, found, algorithm, reading, secondary_capture=True)
             if picture is not None:
                 Path(stem + ".dcm").write_bytes(data)
-            results.seg.save_as(stem + ".seg.dcm", enforce_file_format=True)
-            results.sr.save_as(stem + ".sr.dcm", enforce_file_format=True)
+            for kind, dataset in results.by_kind().items():
+                dataset.save_as(f"{stem}.{RESULT_FILE_NAMES[kind]}", enforce_file_format=True)
         except (PacsnodeError, InvalidDicomError, OSError) as exc:
             failed += 1
             print(f"{path}: not analysed: {exc}", file=sys.stderr)
@@ -168,7 +170,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         wrapped = f" (the {picture} wrapped as {stem}.dcm)" if picture is not None else ""
         print(
             f"{path}: {describe(reading)}; {_units(film.spacing)} -> "
-            f"{stem}.seg.dcm, .sr.dcm, .png{wrapped}"
+            f"{stem}.seg.dcm, .sr.dcm, .pr.dcm, .sc.dcm, .png{wrapped}"
         )
     return EXIT_ERROR if failed else EXIT_OK
 

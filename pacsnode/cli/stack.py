@@ -30,8 +30,10 @@ def add_stack_commands(model_parser: Callable[..., argparse.ArgumentParser]) -> 
             "ensemble, identifier) on held-out films and score it against their outlines: "
             "detection recall and precision at IoU > 0.5, Dice per vertebra, identification "
             "accuracy on cervical and lumbar films, and semantic against instance against "
-            "ensemble (Dice per vertebra label, panoptic quality). Writes PREFIX.json and "
-            "PREFIX.md."
+            "ensemble (Dice per vertebra label, panoptic quality). On phantoms, also the ER "
+            "read-out against the truth's: Cobb angles, step-offs, slips and Meyerding "
+            "grades, prevertebral soft tissue, and each critical flag's sensitivity and "
+            "specificity. Writes PREFIX.json and PREFIX.md."
         ),
         model="stack",
     )
@@ -265,10 +267,88 @@ def markdown_report(table: dict[str, Any]) -> str:
                 f"{n.get('named', 0)}) | {n.get('films_named', 0)} | "
                 f"{n.get('films_abstained', 0)} |"
             )
+    lines += _readout_report(tiers)
     for name, t in tiers.items():
         lines += ["", f"## Tier {name}", ""]
         lines.append(_tier_report(dict(t, data=table["data"])))
     return "\n".join(lines)
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"  # nan: nothing to show
+
+
+def _readout_report(tiers: dict[str, Any]) -> list[str]:
+    """The ER read-out against the phantoms' truth, tiers side by side."""
+    lines = [
+        "",
+        "## ER read-out against the truth",
+        "",
+        "On phantoms, whose truth is measured on the true corners by the read-out's own "
+        "definitions. Cobb: films whose truth has the angle on which the read-out carries "
+        "it, and the mean absolute error there. Step-offs (both lines) and slips: mean / "
+        "95th percentile absolute error on read pairs matched to adjacent true pairs. "
+        "Kappas are linearly weighted (Genant over the matched vertebrae graded). Soft "
+        "tissue: mean / 95th percentile error, films read of films with a true thickness.",
+        "",
+        "| tier | films read | C2-C7 carried | C2-C7 error (°) | L1-S1 carried | "
+        "L1-S1 error (°) | step-off error (mm) | slip error (points) | Meyerding kappa | "
+        "Genant kappa | C2 soft tissue error (mm) | C6 soft tissue error (mm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    flags: list[str] = []
+    for name, t in tiers.items():
+        r = t.get("readout")
+        if r is None:
+            continue
+        genant = _num(r["genant"]["linear_kappa"], 3)
+        if not r["available"]:
+            lines.append(
+                f"| {name} | not available ({r['films_with_truth']} films with truth) | "
+                + "- | " * 7
+                + f"{genant} | - | - |"
+            )
+            continue
+        cells = [f"{r['films_read']}/{r['films_with_truth']}"]
+        for span in ("C2-C7", "L1-S1"):
+            c = r["cobb"].get(span)
+            cells += (
+                [f"{c['carried']}/{c['films']}", _num(c["mae_degrees"], 1)] if c else ["-", "-"]
+            )
+        step = r["step_offs_mm"]["both_lines"]
+        slip = r["slips"]["percent_points"]
+        cells += [
+            f"{_num(step['mean'])} / {_num(step['p95'])} ({r['step_offs_mm']['pairs']} pairs)",
+            f"{_num(slip['mean'], 1)} / {_num(slip['p95'], 1)} ({r['slips']['pairs']} pairs)",
+            _num(r["slips"]["meyerding_linear_kappa"], 3),
+            genant,
+        ]
+        for level in ("C2", "C6"):
+            soft = r["soft_tissue"].get(level)
+            cells.append(
+                f"{_num(soft['error_mm']['mean'])} / {_num(soft['error_mm']['p95'])} "
+                f"({soft['read']}/{soft['films']})"
+                if soft
+                else "-"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for kind, f in r["flags"].items():
+            flags.append(
+                f"| {name} | {kind} | {f['tp'] + f['fn']} | {_num(f['sensitivity'], 3)} | "
+                f"{_num(f['specificity'], 3)} | {f['tp']} / {f['fn']} / {f['fp']} / {f['tn']} |"
+            )
+    if flags:
+        lines += [
+            "",
+            "Critical flags at film level, against the truth's (step over 3 mm, soft tissue "
+            "over 7 mm at C2 or 22 mm at C6, Meyerding II or worse, Genant 3):",
+            "",
+            "| tier | flag | films flagged in truth | sensitivity | specificity | "
+            "TP / FN / FP / TN |",
+            "|---|---|---|---|---|---|",
+            *flags,
+        ]
+    return lines
 
 
 def _tier_report(table: dict[str, Any]) -> str:

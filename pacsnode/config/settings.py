@@ -8,7 +8,9 @@ section and key, any case), e.g. ``PACSNODE_NODE__PORT=11113`` or
 ``PACSNODE_DATABASE__URL=postgresql+psycopg://pacsnode@db/pacsnode``. Lists are
 comma-separated (``PACSNODE_FILTER__MODALITIES=DX,CR``, empty for an empty list).
 Destinations are addressed by their 0-based position in the file,
-``PACSNODE_DESTINATIONS__0__HOST=pacs2``; the next free position adds one. Names with no
+``PACSNODE_DESTINATIONS__0__HOST=pacs2``; the next free position adds one. ``[[notify]]``
+receivers likewise, ``PACSNODE_NOTIFY__0__URL=https://alerts.example/spine`` (their
+``headers`` from the file only). Names with no
 double underscore, such as ``PACSNODE_CACHE``, are not settings and are left alone; a
 double-underscore name that matches no setting is an error, like an unknown key in the
 file.
@@ -29,19 +31,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from pacsnode.analysis.readout import FLAG_KINDS
 from pacsnode.config.tls import TLS_VERSIONS, check_files
 from pacsnode.errors import ConfigError
 
 __all__ = [
     "CR_IMAGE_STORAGE",
     "DEFAULTS",
+    "DEFAULT_SEND",
     "DX_FOR_PRESENTATION_STORAGE",
     "DX_FOR_PROCESSING_STORAGE",
     "ENV_PREFIX",
+    "RESULT_KINDS",
     "SECONDARY_CAPTURE_STORAGE",
     "AnalysisSettings",
     "DatabaseSettings",
@@ -50,6 +56,7 @@ __all__ = [
     "IPNetwork",
     "MetricsSettings",
     "NodeSettings",
+    "NotifyTarget",
     "PriorityRule",
     "SecuritySettings",
     "Settings",
@@ -67,6 +74,13 @@ DX_FOR_PRESENTATION_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1.1"
 DX_FOR_PROCESSING_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1.1.1"
 CR_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1"
 SECONDARY_CAPTURE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.7"
+
+RESULT_KINDS: Final = ("seg", "sr", "gsps", "sc")
+"""The result objects a destination can be sent (``[[destinations]] send``): the SEG, the
+SR, the presentation state and the burned-in Secondary Capture
+(:class:`pacsnode.export.uids.ExportKind`)."""
+DEFAULT_SEND: Final = ("seg", "sr", "gsps")
+"""What a destination gets unless its ``send`` says otherwise."""
 
 SHIPPED_MODELS_DIR: Final = Path(__file__).resolve().parents[2] / "models"
 """The weights that come with pacsnode; where the node looks unless told otherwise."""
@@ -103,6 +117,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "database": {},
     "destinations": [],
     "priority": [],
+    "notify": [],
     "security": {
         "allowed_calling_aets": [],
         "allowed_hosts": [],
@@ -259,6 +274,10 @@ class Destination:
     check_hostname
         Whether the destination's certificate must name ``host``; not a setting: only
         ``pacsnode echo`` turns it off, to reach the node's own listener on loopback.
+    send
+        Which result objects it gets, of :data:`RESULT_KINDS`: ``seg``, ``sr``, ``gsps``
+        (the presentation state) and ``sc`` (the burned-in Secondary Capture, built only
+        when some destination takes it); :data:`DEFAULT_SEND` unless given.
     """
 
     name: str
@@ -270,6 +289,7 @@ class Destination:
     certificate: Path | None = None
     private_key: Path | None = None
     check_hostname: bool = True
+    send: tuple[str, ...] = DEFAULT_SEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +560,52 @@ class PriorityRule:
         )
 
 
+NOTIFY_TIMEOUT_SECONDS: Final = 10.0
+"""How long a ``[[notify]]`` POST waits to connect, and then for each read of the answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """A ``[[notify]]`` receiver: critical findings are POSTed to it as JSON.
+
+    Attributes
+    ----------
+    name
+        Unique among the ``[[notify]]`` and ``[[destinations]]`` names, used by the queue
+        and the admin CLI; ``notify-<N>`` (its 0-based position) when not given.
+    url
+        An ``http`` or ``https`` URL; https verifies the receiver against the system's
+        trust store.
+    on
+        The kinds of finding (:data:`~pacsnode.analysis.readout.FLAG_KINDS`) that raise an
+        alert to it; all of them by default.
+    timeout_seconds
+        How long a POST waits to connect, and then for each read of the answer.
+    max_attempts
+        POSTs of one alert before it is dead-lettered; None: ``[worker]
+        delivery_max_attempts``. Retries back off as result deliveries do.
+    headers
+        (name, value) pairs sent with every POST, e.g. an ``Authorization`` token; the
+        values are kept out of ``repr``.
+    """
+
+    name: str
+    url: str
+    on: tuple[str, ...] = FLAG_KINDS
+    timeout_seconds: float = NOTIFY_TIMEOUT_SECONDS
+    max_attempts: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        # Header values are often credentials: keep them out of logs and tracebacks.
+        headers = [(name, "***") for name, _ in self.headers]
+        return (
+            f"NotifyTarget(name={self.name!r}, url={self.url!r}, on={self.on!r}, "
+            f"timeout_seconds={self.timeout_seconds!r}, max_attempts={self.max_attempts!r}, "
+            f"headers={headers!r})"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the node is configured with; built by :func:`load_settings`.
@@ -564,6 +630,8 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     priority: tuple[PriorityRule, ...] = ()
     """The ``[[priority]]`` rules, in file order; a film gets the highest that matches."""
+    notify: tuple[NotifyTarget, ...] = ()
+    """The ``[[notify]]`` receivers of critical-finding alerts, in file order."""
     source: Path | None = field(default=None, compare=False)
 
     def destination(self, name: str) -> Destination:
@@ -694,7 +762,8 @@ def _merge_document(
 def _merge_environment(
     tree: _Tree, environ: Mapping[str, str], cwd: Path, problems: list[str]
 ) -> None:
-    destination_overrides: dict[int, list[tuple[str, str, str]]] = {}
+    # section -> position -> (key, value, variable), for [[destinations]] and [[notify]]
+    indexed: dict[str, dict[int, list[tuple[str, str, str]]]] = {s: {} for s in _INDEXED_FROM_ENV}
     for variable in sorted(environ):
         if not variable.upper().startswith(ENV_PREFIX):
             continue
@@ -704,13 +773,13 @@ def _merge_environment(
         parts = rest.lower().split("__")
         section = parts[0]
         origin = f" (from {variable})"
-        if section == "destinations":
+        if section in indexed:
             if len(parts) != 3 or not parts[1].isdigit():
                 problems.append(
-                    f"destinations: {variable} is not PACSNODE_DESTINATIONS__<N>__<KEY>"
+                    f"{section}: {variable} is not {ENV_PREFIX}{section.upper()}__<N>__<KEY>"
                 )
                 continue
-            overrides = destination_overrides.setdefault(int(parts[1]), [])
+            overrides = indexed[section].setdefault(int(parts[1]), [])
             overrides.append((parts[2], environ[variable], variable))
         elif section not in _SCHEMA:
             problems.append(f"{section}: unknown section{origin}")
@@ -721,19 +790,21 @@ def _merge_environment(
         else:
             tree[section][parts[1]] = _Raw(environ[variable], cwd, variable)
 
-    destinations: list[_Section] = tree["destinations"]
-    for index in sorted(destination_overrides):
-        if index > len(destinations):
-            first = destination_overrides[index][0][2]
-            problems.append(
-                f"destinations[{index}]: no such destination; the next new one is "
-                f"destinations[{len(destinations)}] (from {first})"
-            )
-            continue
-        if index == len(destinations):
-            destinations.append({})
-        for key, text, variable in destination_overrides[index]:
-            destinations[index][key] = _Raw(text, cwd, variable)
+    for section, by_index in indexed.items():
+        entries: list[_Section] = tree[section]
+        noun = "destination" if section == "destinations" else "entry"
+        for index in sorted(by_index):
+            if index > len(entries):
+                first = by_index[index][0][2]
+                problems.append(
+                    f"{section}[{index}]: no such {noun}; the next new one is "
+                    f"{section}[{len(entries)}] (from {first})"
+                )
+                continue
+            if index == len(entries):
+                entries.append({})
+            for key, text, variable in by_index[index]:
+                entries[index][key] = _Raw(text, cwd, variable)
 
 
 # --- converters: raw value -> typed value, or _Invalid -------------------------------------
@@ -983,6 +1054,20 @@ def _absolute_sqlite(url: URL, base: Path) -> URL:
     return url.set(database=os.path.normpath(base / Path(database).expanduser()))
 
 
+def _result_kind(raw: _Raw) -> str:
+    text = _text(raw).strip().lower()
+    if text not in RESULT_KINDS:
+        raise _Invalid(f"{raw.value!r} is not one of {', '.join(RESULT_KINDS)}")
+    return text
+
+
+def _result_kinds(raw: _Raw) -> tuple[str, ...]:
+    kinds: tuple[str, ...] = _list_of(_result_kind)(raw)
+    if not kinds:
+        raise _Invalid(f"sends nothing; give some of {', '.join(RESULT_KINDS)}")
+    return kinds
+
+
 # --- the schema: section -> key -> converter -------------------------------------------
 
 _DESTINATION_KEYS: Final[Mapping[str, _Converter]] = {
@@ -994,6 +1079,7 @@ _DESTINATION_KEYS: Final[Mapping[str, _Converter]] = {
     "ca_certificates": _path,
     "certificate": _path,
     "private_key": _path,
+    "send": _result_kinds,
 }
 _DESTINATION_REQUIRED: Final = ("name", "ae_title", "host", "port")
 _DESTINATION_TLS_FILES: Final = ("ca_certificates", "certificate", "private_key")
@@ -1035,9 +1121,79 @@ _PRIORITY_KEYS: Final[Mapping[str, _Converter]] = {
     "request_priorities": _one_or_list(_request_priority),
 }
 _PRIORITY_CONDITIONS: Final = tuple(k for k in _PRIORITY_KEYS if k not in ("name", "priority"))
-_TABLE_LISTS: Final = ("destinations", "priority")
-"""Sections that are arrays of tables ([[name]]), from the file only (destinations also
-from PACSNODE_DESTINATIONS__<N>__<KEY>)."""
+
+
+def _http_url(raw: _Raw) -> str:
+    text = _text(raw).strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise _Invalid(f"{text!r} is not a URL (a bad host or port)") from None
+    if "@" in parts.netloc:
+        # Not echoed: it holds a password. urllib would not send it anyway.
+        raise _Invalid("has a user name or password in it; send credentials in headers")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise _Invalid(f"{text!r} has spaces or control characters")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _Invalid(f"{text!r} is not an http or https URL")
+    if not parts.hostname or port == 0:
+        raise _Invalid(f"{text!r} has no host or no valid port")
+    return text
+
+
+def _flag_kind(raw: _Raw) -> str:
+    text = _text(raw).strip().lower()
+    if text not in FLAG_KINDS:
+        raise _Invalid(f"{raw.value!r} is not one of {', '.join(FLAG_KINDS)}")
+    return text
+
+
+def _flag_kinds(raw: _Raw) -> tuple[str, ...]:
+    kinds: tuple[str, ...] = _one_or_list(_flag_kind)(raw)
+    if not kinds:
+        raise _Invalid(f"names no finding; give some of {', '.join(FLAG_KINDS)}, or none for all")
+    return kinds
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADERS_SET_BY_NODE: Final = frozenset(
+    {"content-type", "content-length", "host", "transfer-encoding", "connection"}
+)
+
+
+def _headers(raw: _Raw) -> tuple[tuple[str, str], ...]:
+    if raw.from_env:
+        raise _Invalid("set in the file only, as a table of name = value")
+    if not isinstance(raw.value, dict):
+        raise _Invalid(f"expected a table of name = value, got {_type_name(raw.value)}")
+    pairs = []
+    for name, value in raw.value.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise _Invalid(f"{name!r} is not an HTTP header name")
+        if name.lower() in _HEADERS_SET_BY_NODE:
+            raise _Invalid(f"{name!r} is set by the node")
+        if not isinstance(value, str):
+            raise _Invalid(f"{name}: expected a string, got {_type_name(value)}")
+        # The value is not echoed: it is often a credential.
+        if any(c != "\t" and not c.isprintable() for c in value):
+            raise _Invalid(f"{name}: the value has a line break or control character")
+        pairs.append((name, value.strip()))
+    return tuple(pairs)
+
+
+_NOTIFY_KEYS: Final[Mapping[str, _Converter]] = {
+    "name": _text,
+    "url": _http_url,
+    "on": _flag_kinds,
+    "timeout_seconds": _seconds,
+    "max_attempts": _integer(1),
+    "headers": _headers,
+}
+_TABLE_LISTS: Final = ("destinations", "priority", "notify")
+"""Sections that are arrays of tables ([[name]]), from the file only (destinations and
+notify also from PACSNODE_<SECTION>__<N>__<KEY>)."""
+_INDEXED_FROM_ENV: Final = ("destinations", "notify")
 
 _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     "node": {
@@ -1058,6 +1214,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, _Converter]]] = {
     "database": {"url": _database_url},
     "destinations": _DESTINATION_KEYS,
     "priority": _PRIORITY_KEYS,
+    "notify": _NOTIFY_KEYS,
     "security": {
         "allowed_calling_aets": _list_of(_ae_title),
         "allowed_hosts": _list_of(_network),
@@ -1123,6 +1280,43 @@ def _build_priority(entries: Iterable[_Section], problems: list[str]) -> tuple[P
     return tuple(rules)
 
 
+def _build_notify(
+    entries: Iterable[_Section], destinations: Iterable[_Section], problems: list[str]
+) -> tuple[NotifyTarget, ...]:
+    targets = []
+    # One namespace with the destinations: the queue and the admin CLI tell a delivery's
+    # target by its name alone.
+    first_use: dict[str, str] = {}
+    for index, entry in enumerate(destinations):
+        raw = entry.get("name")
+        if raw is not None and isinstance(raw.value, str):
+            first_use.setdefault(raw.value.lower(), f"destinations[{index}]")
+    for index, entry in enumerate(entries):
+        where = f"notify[{index}]"
+        before = len(problems)
+        values = _convert_section(where, entry, _NOTIFY_KEYS, problems)
+        if "url" not in entry:
+            problems.append(f"{where}.url: missing")
+        if "name" not in entry:
+            values["name"] = f"notify-{index}"
+        name = values.get("name")
+        if name is not None:
+            if not _NAME.fullmatch(name):
+                problems.append(
+                    f"{where}.name: {name!r} is not a name (letters, digits, _ . -; "
+                    "at most 64, starting with a letter or digit)"
+                )
+            elif name.lower() in first_use:
+                problems.append(
+                    f"{where}.name: {name!r} is already used by {first_use[name.lower()]}"
+                )
+            else:
+                first_use[name.lower()] = where
+        if len(problems) == before:
+            targets.append(NotifyTarget(**values))
+    return tuple(targets)
+
+
 def _convert_section(
     where: str,
     section: _Section,
@@ -1151,6 +1345,7 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
     }
     destinations = _build_destinations(tree["destinations"], problems)
     priority = _build_priority(tree["priority"], problems)
+    notify = _build_notify(tree["notify"], tree["destinations"], problems)
     tls = _build_tls(tree["tls"], sections["tls"], problems)
     worker = sections["worker"]
     for prefix in ("", "delivery_"):
@@ -1184,6 +1379,7 @@ def _build(tree: _Tree, problems: list[str], source: Path | None) -> Settings | 
         tls=tls,
         metrics=MetricsSettings(**metrics),
         priority=priority,
+        notify=notify,
         source=source,
     )
 

@@ -1,9 +1,12 @@
-"""Export: the result objects the node sends back to the PACS (SEG, SR) and a PNG overlay
-for people, built from the analysis of one film.
+"""Export: the result objects the node sends back to the PACS (SEG, SR, GSPS, and a
+burned-in Secondary Capture on request) and a PNG overlay for people, built from the
+analysis of one film.
 
 The builders import neither torch nor the analysis stack; they take its results as given.
 """
 
+from pacsnode.export.capture import SC_SERIES_NUMBER, build_spine_capture
+from pacsnode.export.gsps import GSPS_SERIES_NUMBER, build_spine_gsps
 from pacsnode.export.identity import AlgorithmInfo, NodeIdentity
 from pacsnode.export.overlay import render_overlay, render_overlay_png
 from pacsnode.export.regions import SpineRegion, region_of_film
@@ -12,6 +15,8 @@ from pacsnode.export.sr import SR_SERIES_NUMBER, build_spine_sr
 from pacsnode.export.uids import ExportKind, ExportUIDs, export_uids
 
 __all__ = [
+    "GSPS_SERIES_NUMBER",
+    "SC_SERIES_NUMBER",
     "SEG_SERIES_NUMBER",
     "SR_SERIES_NUMBER",
     "AlgorithmInfo",
@@ -19,6 +24,8 @@ __all__ = [
     "ExportUIDs",
     "NodeIdentity",
     "SpineRegion",
+    "build_spine_capture",
+    "build_spine_gsps",
     "build_spine_seg",
     "build_spine_sr",
     "export_uids",

@@ -17,7 +17,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     ComprehensiveSRStorage,
     ExplicitVRLittleEndian,
+    GrayscaleSoftcopyPresentationStateStorage,
     ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
     SegmentationStorage,
 )
 from pynetdicom import AE
@@ -34,8 +36,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for the connection, the association and each DIMSE answer."""
 
-# The result objects the node writes; both are stored Explicit VR Little Endian.
-_RESULT_SOP_CLASSES = (SegmentationStorage, ComprehensiveSRStorage)
+# The result objects the node writes, all stored Explicit VR Little Endian.
+_RESULT_SOP_CLASSES = (
+    SegmentationStorage,
+    ComprehensiveSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+)
 _TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 # C-STORE answers that mean the destination kept the object (PS3.4 B.2.3): success, and
@@ -154,7 +161,7 @@ def echo(destination: Destination, calling_ae: str, timeout: float = 10.0) -> Ec
 def send_file(
     path: Path, destination: Destination, calling_ae: str, timeout: float = DEFAULT_TIMEOUT
 ) -> SendResult:
-    """C-STORE the DICOM file at ``path`` (a SEG or an SR the node wrote) to ``destination``.
+    """C-STORE the DICOM file at ``path`` (a result object the node wrote) to ``destination``.
 
     Never raises for network trouble or a refusal: the answer says what happened.
 

@@ -15,7 +15,8 @@ segment, so a reader can join the two objects.
 
 Given the stack's :class:`~pacsnode.analysis.reading.SpineReading`, three groups per
 vertebra follow, head first, and the report says when the vertebrae could not be
-identified (:mod:`pacsnode.export.vertebrae`).
+identified (:mod:`pacsnode.export.vertebrae`); then, when the reading has its ER read-out,
+one group per finding of it and its Impression (:mod:`pacsnode.export.readout`).
 
 Lengths and areas are in mm when the film's spacing is known, and each carries a
 Measurement Method saying which spacing (calibrated, magnification-corrected, detector);
@@ -44,10 +45,15 @@ from pacsnode.export._measurements import (
 )
 from pacsnode.export._source import film_spacing, header_copy
 from pacsnode.export.identity import AlgorithmInfo, NodeIdentity
+from pacsnode.export.readout import impression_item, readout_groups
 from pacsnode.export.regions import SpineRegion, resolve_region
 from pacsnode.export.seg import SEGMENT_LABEL, SPINE_SEGMENT_NUMBER, spine_tracking_uid
 from pacsnode.export.uids import ExportKind, export_uids, name_based_uid
-from pacsnode.export.vertebrae import identification_statement, vertebra_groups
+from pacsnode.export.vertebrae import (
+    QUALITATIVE_EVALUATIONS,
+    identification_statement,
+    vertebra_groups,
+)
 from pacsnode.imaging.reader import PixelSpacing
 
 if TYPE_CHECKING:  # the analysis stack imports torch; the builders need only the result
@@ -129,7 +135,9 @@ def build_spine_sr(
         groups per vertebra (:func:`~pacsnode.export.vertebrae.vertebra_groups`), which
         refer to the vertebra segments ``seg_dataset`` must then hold, and a statement that
         identification was not possible when the reading has no reference vertebra
-        (:func:`~pacsnode.export.vertebrae.identification_statement`).
+        (:func:`~pacsnode.export.vertebrae.identification_statement`); and with its
+        ``readout``, a group per finding and the Impression
+        (:func:`~pacsnode.export.readout.readout_groups`).
 
     Returns
     -------
@@ -194,13 +202,21 @@ def build_spine_sr(
         measurements=[measurement(codes.SCT.Area, area, spacing, area=True)],
     )
 
-    vertebrae = []
-    statement = None
+    vertebrae: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations] = []
+    findings: list[hd.sr.MeasurementsAndQualitativeEvaluations] = []
+    evaluations: list[hd.sr.ContentItem] = []
     if reading is not None:
         vertebrae = vertebra_groups(
             reading, seg_dataset, header, algorithm=algorithm, spacing=spacing
         )
         statement = identification_statement(reading)
+        if statement is not None:
+            evaluations.extend(statement.ContentSequence)
+        if reading.readout is not None:
+            findings = readout_groups(reading.readout, header, algorithm=algorithm, spacing=spacing)
+            impression = impression_item(reading.readout)
+            if impression is not None:
+                evaluations.append(impression)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
             observer_device_context=hd.sr.ObserverContext(
@@ -215,10 +231,15 @@ def build_spine_sr(
             )
         ),
         procedure_reported=PROCEDURE_REPORTED,
-        imaging_measurements=[box_group, segment_group, *vertebrae],
+        imaging_measurements=[box_group, segment_group, *vertebrae, *findings],
     )
-    if statement is not None:  # TID 1500 row 12, after Imaging Measurements
-        report[0].ContentSequence.append(statement)
+    if evaluations:  # TID 1500 row 12, after Imaging Measurements
+        container = hd.sr.ContainerContentItem(
+            name=QUALITATIVE_EVALUATIONS,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+        container.ContentSequence = hd.sr.ContentSequence(evaluations)
+        report[0].ContentSequence.append(container)
     uids = export_uids(film_uid, algorithm.version, ExportKind.SR)
     return hd.sr.ComprehensiveSR(
         evidence=[header, seg_dataset],

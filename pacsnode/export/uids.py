@@ -11,9 +11,9 @@ for a result object,
 
     ``kind | role | source SOP Instance UID | model version``
 
-with ``kind`` an :class:`ExportKind` (``seg``, ``sr``), ``role`` ``series`` or
-``instance``, and the model version last so that any text it holds cannot be mistaken for
-another part (UIDs and the fixed words contain no ``|``). The same film analysed by the
+with ``kind`` an :class:`ExportKind` (``seg``, ``sr``, ``gsps``, ``sc``), ``role``
+``series`` or ``instance``, and the model version last so that any text it holds cannot be
+mistaken for another part (UIDs and the fixed words contain no ``|``). The same film analysed by the
 same model version therefore always gives the same Series and SOP Instance UIDs; a new
 model version gives new ones, so the PACS keeps both versions' results apart.
 
@@ -67,6 +67,8 @@ class ExportKind(enum.StrEnum):
 
     SEG = "seg"
     SR = "sr"
+    GSPS = "gsps"
+    SC = "sc"
 
 
 @dataclass(frozen=True)

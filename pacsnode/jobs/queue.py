@@ -856,19 +856,22 @@ class JobQueue:
         kind: str,
         sop_instance_uid: str,
         path: Path | str,
+        max_attempts: int | None = None,
     ) -> Delivery:
         """Queue a result object for sending, once per destination and SOP Instance UID.
 
         Parameters
         ----------
         destination
-            A configured destination's name.
+            A configured destination's (or ``[[notify]]`` receiver's) name.
         kind
-            The object's kind, e.g. ``"SEG"`` or ``"SR"``.
+            The object's kind, e.g. ``"SEG"`` or ``"SR"``; ``"notify"`` for an alert.
         sop_instance_uid
-            The result object's SOP Instance UID.
+            The result object's SOP Instance UID (an alert's: its film's).
         path
             Its file, written durably before this call.
+        max_attempts
+            Sends before it is dead-lettered; None: the delivery policy's.
 
         Raises
         ------
@@ -898,7 +901,7 @@ class JobQueue:
                     status=DeliveryStatus.PENDING,
                     priority=job.priority,
                     attempts=0,
-                    max_attempts=self._delivery_policy.max_attempts,
+                    max_attempts=max_attempts or self._delivery_policy.max_attempts,
                     not_before=now,
                     created_at=now,
                     updated_at=now,

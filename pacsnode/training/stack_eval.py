@@ -1,6 +1,7 @@
 """The whole stack scored against annotated films: vertebra detection (IoU > 0.5), Dice
 per vertebra, identification, and the two paths against their ensemble (Dice per vertebra
-label, panoptic quality), as VertXNet compares them.
+label, panoptic quality), as VertXNet compares them; and, on phantoms, the ER read-out
+(alignment, slips, soft tissue, critical findings) against the truth's.
 
 Masks are compared on the film's own pixel grid, each pair on the crop of their joint
 bounding box.
@@ -10,22 +11,27 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pacsnode.analysis.readout import FLAG_KINDS, ReadOut
 from pacsnode.analysis.stack import Stack
 from pacsnode.training.annotations import AnnotatedFilm, phantom_film
+from pacsnode.training.metrics import cohen_kappa
 from pacsnode.training.phantom.geometry import polygon_mask
 
 __all__ = [
     "FilmScore",
     "Matched",
+    "ReadoutScore",
+    "compare_readout",
     "match_film",
     "match_masks",
+    "readout_figures",
     "regression_figures",
     "score_film",
     "summarise",
@@ -149,6 +155,8 @@ class FilmScore:
     grades: list[tuple[int, int | None]] = field(default_factory=list)
     """Per matched vertebra with a true Genant grade: (true grade, called grade or None)."""
     abstention: str | None = None
+    readout: ReadoutScore | None = None
+    """The read-out against the truth's; None where the film has no read-out truth."""
 
 
 def _best_dice(masks: Sequence[_Crop | None], truth: _Crop) -> float:
@@ -208,6 +216,17 @@ def score_film(
             finding = reading.vertebrae[i].finding  # type: ignore[union-attr]
             score.grades.append(
                 (int(true_v["genant_grade"]), None if finding is None else int(finding.grade))
+            )
+        if "readout" in truth:
+            matched = {
+                reading.vertebrae[i].label: str(film.vertebrae[j].label)  # type: ignore[union-attr]
+                for i, j, _, _ in found.pairs
+            }
+            score.readout = compare_readout(
+                reading.readout if reading else None,
+                truth["readout"],
+                matched,
+                float(truth["pixel_spacing_mm"]),
             )
     paths = dict(result.paths or {"semantic": [], "instance": []})
     paths["ensemble"] = predicted
@@ -284,6 +303,7 @@ def summarise(scores: Iterable[FilmScore]) -> dict[str, Any]:
         "naming": naming_figures(scores),
         "region": region_figures(scores),
         "fractures": fracture_figures(scores),
+        "readout": readout_figures(scores),
         "recall": tp / max(truth, 1),
         "precision": tp / max(predicted, 1),
         "dice": _mean_sd(dices),
@@ -358,6 +378,202 @@ def fracture_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
         "grade2plus_measured": len(severe),
         "grade2plus_sensitivity": sum(c >= 2 for c in severe) / max(len(severe), 1),
     }
+
+
+@dataclass(frozen=True)
+class ReadoutScore:
+    """One film's read-out against its truth, every length in mm.
+
+    Attributes
+    ----------
+    available
+        The stack made a read-out; when not, every other field is empty.
+    in_pixels
+        Its lengths were in pixels (no spacing), scaled here by the film's true spacing.
+    cobb
+        Span ("C2-C7") of each true angle -> (true degrees, read degrees or None).
+    steps
+        Per read pair of bodies matched to an adjacent true pair: (true level, true
+        (anterior, posterior), read (anterior, posterior)).
+    slips
+        Per matched pair: (true level, true percent, read percent, true Meyerding grade,
+        read grade).
+    soft_tissue
+        Level ("C2", "C6") of each true thickness -> (true mm, read mm or None).
+    flags
+        Each kind of :data:`~pacsnode.analysis.readout.FLAG_KINDS` -> (in the truth, in
+        the read-out), at film level.
+    unmatched_pairs
+        Read pairs whose bodies do not match an adjacent true pair.
+    """
+
+    available: bool
+    in_pixels: bool = False
+    cobb: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    steps: list[tuple[str, tuple[float, float], tuple[float, float]]] = field(default_factory=list)
+    slips: list[tuple[str, float, float, int, int]] = field(default_factory=list)
+    soft_tissue: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    flags: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    unmatched_pairs: int = 0
+
+
+def compare_readout(
+    readout: ReadOut | None,
+    truth: Mapping[str, Any],
+    matched: Mapping[str, str],
+    spacing_mm: float,
+) -> ReadoutScore:
+    """A film's read-out against its truth (a phantom's ``truth["readout"]``).
+
+    Parameters
+    ----------
+    readout
+        What the stack read; None: not available.
+    truth
+        The true read-out, lengths in mm.
+    matched
+        Label the stack gave -> true label, for the vertebrae matched to the truth's (IoU
+        > 0.5). Step-offs and slips are compared on read pairs whose two bodies match an
+        adjacent true pair; Cobb angles and soft tissue by the names the read-out carries.
+    spacing_mm
+        The film's true pixel spacing, to scale a read-out made in pixels.
+    """
+    if readout is None:
+        return ReadoutScore(available=False)
+    in_pixels = readout.unit != "mm"
+    scale = spacing_mm if in_pixels else 1.0
+    read_cobb = {c.span: c.degrees for c in readout.cobb}
+    cobb = {c["span"]: (float(c["degrees"]), read_cobb.get(c["span"])) for c in truth["cobb"]}
+    true_steps = {(s["upper"], s["lower"]): s for s in truth["step_offs"]}
+    true_slips = {(s["upper"], s["lower"]): s for s in truth["slips"]}
+    steps, unmatched = [], 0
+    for step in readout.step_offs:
+        pair = (matched.get(step.upper), matched.get(step.lower))
+        t = true_steps.get(pair)  # type: ignore[arg-type]
+        if t is None:
+            unmatched += 1
+            continue
+        steps.append(
+            (
+                f"{pair[0]}/{pair[1]}",
+                (float(t["anterior"]), float(t["posterior"])),
+                (step.anterior * scale, step.posterior * scale),
+            )
+        )
+    slips = []
+    for slip in readout.slips:
+        pair = (matched.get(slip.upper), matched.get(slip.lower))
+        t = true_slips.get(pair)  # type: ignore[arg-type]
+        if t is not None:
+            slips.append(
+                (
+                    f"{pair[0]}/{pair[1]}",
+                    float(t["percent"]),
+                    float(slip.percent),
+                    int(t["grade"]),
+                    int(slip.grade),
+                )
+            )
+    read_soft = {t.level: t.thickness * scale for t in readout.soft_tissue}
+    soft = {
+        t["level"]: (float(t["thickness"]), read_soft.get(t["level"])) for t in truth["soft_tissue"]
+    }
+    flags = {
+        kind: (bool(truth["flags"].get(kind)), bool(readout.flagged((kind,))))
+        for kind in FLAG_KINDS
+    }
+    return ReadoutScore(True, in_pixels, cobb, steps, slips, soft, flags, unmatched)
+
+
+def _errors(values: Sequence[float]) -> dict[str, float]:
+    """Mean and 95th percentile of absolute errors; nan without any."""
+    if not values:
+        return {"mean": float("nan"), "p95": float("nan"), "n": 0}
+    a = np.abs(np.asarray(values, np.float64))
+    return {"mean": float(a.mean()), "p95": float(np.percentile(a, 95)), "n": len(values)}
+
+
+def _kappa(pairs: Sequence[tuple[int, int]], n_grades: int) -> float:
+    """Linearly weighted Cohen's kappa of (true, read) grades; nan without pairs."""
+    if not pairs:
+        return float("nan")
+    true, read = zip(*pairs, strict=True)
+    return cohen_kappa(true, read, weights="linear", n_grades=n_grades)
+
+
+def readout_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
+    """The read-out against the truth over the films that have both.
+
+    Cobb: per span, the share of the films whose truth has the angle on which the read-out
+    carries it too, and the mean absolute error (degrees) there. Step-offs (mm, both lines
+    pooled and each) and slips (percentage points): mean and 95th percentile absolute
+    error on matched adjacent pairs, and Meyerding's grade by linearly weighted kappa.
+    Soft tissue: per level, the share read and the errors (mm). Flags: film-level
+    sensitivity and specificity per kind, with the counts. Genant's grade (linearly
+    weighted kappa over the matched vertebrae graded) needs no read-out and is always
+    given.
+    """
+    genant = [(t, c) for s in scores for t, c in s.grades if c is not None]
+    out: dict[str, Any] = {"genant": {"vertebrae": len(genant), "linear_kappa": _kappa(genant, 4)}}
+    with_truth = [s.readout for s in scores if s.readout is not None]
+    read = [r for r in with_truth if r.available]
+    out["films_with_truth"] = len(with_truth)
+    out["films_read"] = len(read)
+    out["available"] = bool(read)
+    if not read:
+        out["note"] = "not available: the stack made no read-out on these films"
+        return out
+    out["films_read_in_pixels"] = sum(r.in_pixels for r in read)
+    cobb: dict[str, Any] = {}
+    for span in sorted({k for r in read for k in r.cobb}):
+        pairs = [r.cobb[span] for r in read if span in r.cobb]
+        carried = [abs(got - true) for true, got in pairs if got is not None]
+        cobb[span] = {
+            "films": len(pairs),
+            "carried": len(carried),
+            "carried_fraction": len(carried) / len(pairs),
+            "mae_degrees": float(np.mean(carried)) if carried else float("nan"),
+        }
+    out["cobb"] = cobb
+    steps = [(t, g) for r in read for _, t, g in r.steps]
+    anterior = [g[0] - t[0] for t, g in steps]
+    posterior = [g[1] - t[1] for t, g in steps]
+    out["step_offs_mm"] = {
+        "pairs": len(steps),
+        "unmatched_read_pairs": sum(r.unmatched_pairs for r in read),
+        "both_lines": _errors(anterior + posterior),
+        "anterior": _errors(anterior),
+        "posterior": _errors(posterior),
+    }
+    slips = [s for r in read for s in r.slips]
+    out["slips"] = {
+        "pairs": len(slips),
+        "percent_points": _errors([got - true for _, true, got, _, _ in slips]),
+        "meyerding_linear_kappa": _kappa([(t, g) for *_, t, g in slips], 6),
+    }
+    soft: dict[str, Any] = {}
+    for level in sorted({k for r in read for k in r.soft_tissue}):
+        pairs = [r.soft_tissue[level] for r in read if level in r.soft_tissue]
+        got = [g - t for t, g in pairs if g is not None]
+        soft[level] = {"films": len(pairs), "read": len(got), "error_mm": _errors(got)}
+    out["soft_tissue"] = soft
+    flags: dict[str, Any] = {}
+    for kind in FLAG_KINDS:
+        calls = [r.flags[kind] for r in read if kind in r.flags]
+        tp = sum(t and g for t, g in calls)
+        fn = sum(t and not g for t, g in calls)
+        fp = sum(g and not t for t, g in calls)
+        tn = sum(not t and not g for t, g in calls)
+        flags[kind] = {
+            "tp": tp,
+            "fn": fn,
+            "fp": fp,
+            "tn": tn,
+            "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        }
+    out["flags"] = flags
+    return out
 
 
 def regression_figures(

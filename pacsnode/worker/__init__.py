@@ -1,6 +1,6 @@
 """The worker: analyses queued films and sends their results, each on its own schedule."""
 
-from pacsnode.worker.analyst import Analysis, Analyst, ResultFile
+from pacsnode.worker.analyst import Analysis, Analyst, ResultFile, wants_capture
 from pacsnode.worker.loops import DeliveryLoop, JobLoop, RetentionLoop, worker_name
 from pacsnode.worker.retention import Retention, Swept
 
@@ -13,5 +13,6 @@ __all__ = [
     "Retention",
     "RetentionLoop",
     "Swept",
+    "wants_capture",
     "worker_name",
 ]

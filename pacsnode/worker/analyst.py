@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,15 +21,26 @@ from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA
 from pacsnode.durable import write_durably
 from pacsnode.errors import ExportError, ImageReadError, ReadFailure
 from pacsnode.export.identity import AlgorithmInfo
+from pacsnode.export.uids import ExportKind
 from pacsnode.imaging.reader import Film, read_film
 
 if TYPE_CHECKING:
     from pacsnode.analysis.reading import SpineReading
+    from pacsnode.analysis.readout import ReadOut
     from pacsnode.analysis.stack import Stack
+    from pacsnode.config.settings import Destination
 
-__all__ = ["Analysis", "Analyst", "ResultFile", "describe"]
+__all__ = ["RESULT_FILE_NAMES", "Analysis", "Analyst", "ResultFile", "describe", "wants_capture"]
 
 log = logging.getLogger(__name__)
+
+RESULT_FILE_NAMES = {
+    ExportKind.SEG: "seg.dcm",
+    ExportKind.SR: "sr.dcm",
+    ExportKind.GSPS: "pr.dcm",
+    ExportKind.SC: "sc.dcm",
+}
+"""The file of each result object in a film's results directory."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class ResultFile:
     Attributes
     ----------
     kind
-        ``"seg"`` or ``"sr"``.
+        ``"seg"``, ``"sr"``, ``"gsps"`` or ``"sc"`` (:class:`~pacsnode.export.uids.ExportKind`).
     sop_instance_uid
         Its SOP Instance UID.
     path
@@ -64,13 +76,15 @@ class Analysis:
         Wall time of reading, analysing and writing.
     stages
         Wall time of each stage: ``read`` (the film), the stack's own stages, and
-        ``build`` (SEG and SR made and written) when there are results.
+        ``build`` (the result objects made and written) when there are results.
     """
 
     results: tuple[ResultFile, ...]
     finding: str
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
+    readout: ReadOut | None = None
+    """The film's ER read-out (its flags drive ``[[notify]]``); None when nothing was read."""
 
 
 class Analyst:
@@ -82,14 +96,18 @@ class Analyst:
         The networks of the stack, loaded once.
     results_dir
         Where result objects are written, one directory per source instance.
+    secondary_capture
+        Also build the burned-in Secondary Capture of each film: only when a destination
+        takes it (:func:`wants_capture`), as it costs a picture of the whole film.
     """
 
-    def __init__(self, stack: Stack, results_dir: Path) -> None:
+    def __init__(self, stack: Stack, results_dir: Path, *, secondary_capture: bool = False) -> None:
         from pacsnode.export.results import algorithm_of
 
         self.stack = stack
         self.algorithm: AlgorithmInfo = algorithm_of(stack.localiser.manifest)
         self.results_dir = results_dir
+        self.secondary_capture = secondary_capture
 
     @classmethod
     def load(
@@ -100,6 +118,7 @@ class Analyst:
         *,
         eta: float = DEFAULT_ETA,
         lam: float = DEFAULT_LAMBDA,
+        secondary_capture: bool = False,
     ) -> Analyst:
         """Load the shipped (or configured) models from ``models_dir``.
 
@@ -116,7 +135,7 @@ class Analyst:
             models_dir,
             ", ".join(f"{k} {v}" for k, v in stack.versions.items()),
         )
-        return cls(stack, results_dir)
+        return cls(stack, results_dir, secondary_capture=secondary_capture)
 
     def directory_for(self, sop_instance_uid: str) -> Path:
         from pacsnode.worker.retention import result_directory
@@ -124,7 +143,8 @@ class Analyst:
         return result_directory(self.results_dir, sop_instance_uid)
 
     def analyse(self, path: Path) -> Analysis:
-        """Read the film at ``path``, analyse it and write its result objects.
+        """Read the film at ``path``, analyse it and write its result objects: the SEG,
+        SR and GSPS, and the burned-in Secondary Capture when the analyst makes it.
 
         Raises
         ------
@@ -156,17 +176,25 @@ class Analyst:
                 stages,
             )
         building = time.monotonic()
-        objects = build_results(header, film, found, self.algorithm, reading)
+        objects = build_results(
+            header, film, found, self.algorithm, reading, secondary_capture=self.secondary_capture
+        )
         directory = self.directory_for(film.sop_instance_uid)
         results = []
-        for kind, dataset in (("seg", objects.seg), ("sr", objects.sr)):
+        for kind, dataset in objects.by_kind().items():
             buffer = io.BytesIO()
             dataset.save_as(buffer, enforce_file_format=True)
-            target = directory / f"{kind}.dcm"
+            target = directory / RESULT_FILE_NAMES[kind]
             write_durably(target, buffer.getvalue())
-            results.append(ResultFile(kind, str(dataset.SOPInstanceUID), target))
+            results.append(ResultFile(kind.value, str(dataset.SOPInstanceUID), target))
         stages["build"] = time.monotonic() - building
-        return Analysis(tuple(results), describe(reading), time.monotonic() - started, stages)
+        return Analysis(
+            tuple(results),
+            describe(reading),
+            time.monotonic() - started,
+            stages,
+            readout=reading.readout,
+        )
 
 
 def describe(reading: SpineReading) -> str:
@@ -192,7 +220,14 @@ def describe(reading: SpineReading) -> str:
         if v.finding is not None and v.finding.grade > 0
     ]
     findings = f"; deformity: {', '.join(graded)}" if graded else ""
-    return f"{count} vertebra{'e' if count > 1 else ''} {span}, {naming}{findings}"
+    impression = f"; impression: {reading.readout.impression}" if reading.readout else ""
+    return f"{count} vertebra{'e' if count > 1 else ''} {span}, {naming}{findings}{impression}"
+
+
+def wants_capture(destinations: Iterable[Destination]) -> bool:
+    """Whether any destination takes the burned-in Secondary Capture (``send`` has
+    ``sc``)."""
+    return any("sc" in destination.send for destination in destinations)
 
 
 def is_permanent(error: BaseException) -> bool:

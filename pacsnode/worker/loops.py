@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from pacsnode.audit import AuditEvent, AuditLog, Outcome, PatientScreen, screening
-from pacsnode.config.settings import Destination
+from pacsnode.config.settings import Destination, NotifyTarget
 from pacsnode.errors import JobStateError
+from pacsnode.export.notify import NOTIFY_KIND, post_alert, screened_values
 from pacsnode.export.sender import send_file
 from pacsnode.jobs import Delivery, Job, JobQueue, JobStatus
 from pacsnode.metrics import NO_METRICS, NoMetrics
+from pacsnode.worker.alerts import queue_alerts
 from pacsnode.worker.analyst import Analyst, is_permanent
 from pacsnode.worker.retention import SWEEP_SECONDS, Retention
 
@@ -101,20 +103,25 @@ class _Loop(threading.Thread, abc.ABC):
 
 class JobLoop(_Loop):
     """Claims analysis jobs, runs the stack, and queues one delivery per result and
-    destination.
+    destination that takes its kind.
 
     Parameters
     ----------
     analyst
         The loaded analysis stack.
     destinations
-        Where results go.
+        Where results go, each the kinds its ``send`` names (the analyst builds the
+        Secondary Capture only when one of them takes it:
+        :func:`~pacsnode.worker.analyst.wants_capture`).
     lease_seconds
         How long a claim lasts without renewal; renewed every third of it while busy.
     on_results
         Called after a job has queued deliveries, to wake the delivery loop.
     metrics
         Times each stage of an analysed film (read, the stack's stages, build).
+    notify
+        The ``[[notify]]`` receivers: an alert is queued to each whose ``on`` names a
+        flag of the film's read-out.
     """
 
     def __init__(
@@ -129,9 +136,11 @@ class JobLoop(_Loop):
         lease_seconds: float,
         on_results: Callable[[], None] | None = None,
         metrics: NoMetrics = NO_METRICS,
+        notify: Sequence[NotifyTarget] = (),
     ) -> None:
         super().__init__(name, queue, audit, stop)
         self.analyst = analyst
+        self.notify = tuple(notify)
         self.destinations = tuple(destinations)
         self.lease_seconds = lease_seconds
         self.on_results = on_results
@@ -165,6 +174,8 @@ class JobLoop(_Loop):
                 analysis = self.analyst.analyse(job.spool_path)
                 for result in analysis.results:
                     for destination in self.destinations:
+                        if result.kind not in destination.send:
+                            continue
                         self.queue.add_delivery(
                             job.id,
                             destination=destination.name,
@@ -172,12 +183,22 @@ class JobLoop(_Loop):
                             sop_instance_uid=result.sop_instance_uid,
                             path=result.path,
                         )
+                alerts = queue_alerts(
+                    self.queue,
+                    job,
+                    analysis,
+                    self.notify,
+                    self.analyst.directory_for(job.sop_instance_uid),
+                    self.analyst.algorithm.version,
+                )
         except Exception as exc:
             self._failed(job, exc)
             return True
         self.queue.succeed(job.id, self.worker_id)
         self.metrics.analysed(analysis.stages)
         if analysis.results and self.destinations and self.on_results is not None:
+            self.on_results()
+        if alerts and self.on_results is not None:
             self.on_results()
         if analysis.results and not self.destinations:
             outcome, reason = Outcome.WARNING, f"{analysis.finding}; no destinations configured"
@@ -193,6 +214,7 @@ class JobLoop(_Loop):
                 "seconds": round(analysis.seconds, 3),
                 "results": {r.kind: r.sop_instance_uid for r in analysis.results},
                 "model_version": self.analyst.algorithm.version,
+                "alerts": list(alerts),
             },
             **fields,
         )
@@ -257,8 +279,8 @@ class JobLoop(_Loop):
 
 
 class DeliveryLoop(_Loop):
-    """Sends result objects by C-STORE, one delivery at a time, retrying on the
-    deliveries' own schedule.
+    """Sends result objects by C-STORE, and alerts by HTTP POST, one delivery at a time,
+    retrying on the deliveries' own schedule.
 
     Parameters
     ----------
@@ -270,6 +292,8 @@ class DeliveryLoop(_Loop):
         How long a claimed delivery is held.
     metrics
         Times each send (stage ``deliver``) and counts how sends end.
+    notify
+        The ``[[notify]]`` receivers, by name: where ``notify`` deliveries go.
     """
 
     def __init__(
@@ -283,9 +307,11 @@ class DeliveryLoop(_Loop):
         calling_ae: str,
         lease_seconds: float,
         metrics: NoMetrics = NO_METRICS,
+        notify: Sequence[NotifyTarget] = (),
     ) -> None:
         super().__init__(name, queue, audit, stop)
         self.destinations = {d.name: d for d in destinations}
+        self.notify = {n.name: n for n in notify}
         self.calling_ae = calling_ae
         self.lease_seconds = lease_seconds
         self.metrics = metrics
@@ -294,15 +320,16 @@ class DeliveryLoop(_Loop):
         delivery = self.queue.claim_delivery(self.worker_id, self.lease_seconds)
         if delivery is None:
             return False
-        # A result object carries its film's patient module; a PACS may quote it back.
-        return self._screened(_screen_of(delivery.path), lambda: self._send(delivery))
+        # A result object carries its film's patient module, an alert its accession
+        # number; the receiver may quote them back.
+        return self._screened(_delivery_screen(delivery), lambda: self._send(delivery))
 
     def _send(self, delivery: Delivery) -> bool:
         if self.stop.is_set():
             self.queue.release_delivery(delivery.id, self.worker_id)
             return True
-        destination = self.destinations.get(delivery.destination)
-        if destination is None:
+        send = self._sender(delivery)
+        if send is None:
             self._failed(
                 delivery,
                 f"destination {delivery.destination!r} is no longer configured",
@@ -323,7 +350,7 @@ class DeliveryLoop(_Loop):
                 self.lease_seconds,
                 f"delivery {delivery.id}",
             ):
-                result = send_file(delivery.path, destination, self.calling_ae)
+                result = send(delivery.path)
         except Exception as exc:  # the results file is missing or damaged
             self._failed(delivery, f"cannot read {delivery.path}: {exc}", retryable=False)
             return True
@@ -341,6 +368,16 @@ class DeliveryLoop(_Loop):
         else:
             self._failed(delivery, result.detail, retryable=result.retryable)
         return True
+
+    def _sender(self, delivery: Delivery) -> Callable[[Path], Any] | None:
+        """How to send the delivery, by its kind; None when its target is gone."""
+        if delivery.kind == NOTIFY_KIND:
+            target = self.notify.get(delivery.destination)
+            return None if target is None else lambda path: post_alert(path, target)
+        destination = self.destinations.get(delivery.destination)
+        if destination is None:
+            return None
+        return lambda path: send_file(path, destination, self.calling_ae)
 
     def _failed(self, delivery: Delivery, reason: str, *, retryable: bool) -> None:
         after = self.queue.delivery_failed(delivery.id, self.worker_id, reason, retryable=retryable)
@@ -490,6 +527,13 @@ def reclaim_orphans(queue: JobQueue, audit: AuditLog, actor: str) -> int:
 
 def _screen_of(path: Path | None) -> PatientScreen:
     return PatientScreen() if path is None else PatientScreen.of(path)
+
+
+def _delivery_screen(delivery: Delivery) -> PatientScreen:
+    path = delivery.path
+    if delivery.kind == NOTIFY_KIND and path is not None:
+        return PatientScreen(loader=lambda: screened_values(path))
+    return _screen_of(path)
 
 
 def _job_fields(job: Job) -> dict[str, Any]:

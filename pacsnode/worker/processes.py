@@ -367,7 +367,7 @@ def _loops(spec: _Spec, stop: threading.Event) -> tuple[Any, list[Any]]:
     from pacsnode.db import make_engine
     from pacsnode.jobs import JobQueue
     from pacsnode.metrics import process_metrics
-    from pacsnode.worker.analyst import Analyst
+    from pacsnode.worker.analyst import Analyst, wants_capture
     from pacsnode.worker.loops import JobLoop
 
     settings = spec.settings
@@ -377,6 +377,7 @@ def _loops(spec: _Spec, stop: threading.Event) -> tuple[Any, list[Any]]:
         device=settings.analysis.device,
         eta=settings.analysis.ensemble_eta,
         lam=settings.analysis.ensemble_lambda,
+        secondary_capture=wants_capture(settings.destinations),
     )
     engine = make_engine(settings.database.url)
     queue = JobQueue.configured(engine, settings.worker)
@@ -395,6 +396,7 @@ def _loops(spec: _Spec, stop: threading.Event) -> tuple[Any, list[Any]]:
             on_results=spec.results.set,
             # Into the node's metrics directory (inherited in the environment), if any.
             metrics=process_metrics(),
+            notify=settings.notify,
         )
         loop.wake = spec.wake  # set by the node's listener when it queues a film
         loops.append(loop)

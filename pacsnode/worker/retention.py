@@ -123,8 +123,7 @@ class Retention:
         for job in purged.jobs:
             if job.spool_path is not None:
                 self._record(AuditEvent.FILM_DELETED, job, reason, path=job.spool_path)
-            if not any(d.job_id == job.id for d in purged.deliveries):
-                self._remove_untracked_results(job, reason, _Tally())
+            self._remove_untracked_results(job, reason, _Tally())
         for delivery in purged.deliveries:
             if delivery.path is not None:
                 self._record_result(delivery, by_job.get(delivery.job_id), reason)
@@ -148,16 +147,18 @@ class Retention:
                     continue
                 tally.films += 1
                 self._record(AuditEvent.FILM_DELETED, job, reason, path=job.spool_path)
-                if not self.queue.has_deliveries(job.id):
-                    self._remove_untracked_results(job, reason, tally)
+                self._remove_untracked_results(job, reason, tally)
             if len(found) < _BATCH or not batch:
                 return
 
     def _remove_untracked_results(self, job: Job, reason: str, tally: _Tally) -> None:
-        """Result objects of a job that queued no delivery (no destination was configured)
-        go with its film."""
+        """Result objects of a job that no delivery tracks (no destination was configured;
+        only an alert was queued) go with its film; tracked ones wait for their deliveries."""
         directory = result_directory(self.results_dir, job.sop_instance_uid)
-        for path in sorted(directory.glob("*.dcm")) if directory.is_dir() else ():
+        if not directory.is_dir():
+            return
+        tracked = {d.path for d in self.queue.list_deliveries(job_id=job.id, limit=_BATCH)}
+        for path in sorted(p for p in directory.glob("*.dcm") if p not in tracked):
             size = _remove(path, self.results_dir)
             self._audit(
                 AuditEvent.RESULT_DELETED,

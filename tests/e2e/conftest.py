@@ -49,6 +49,7 @@ DCIODVFY: Final = Path(sys.executable).with_name("dciodvfy")  # the test extra d
 
 SEG_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_SR_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.88.33"
+GSPS_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.11.1"
 
 NODE_AE: Final = "PACSNODE"
 ORTHANC_AE: Final = "ORTHANC"
@@ -114,7 +115,12 @@ def tail(path: Path, lines: int = 60) -> str:
 def dciodvfy_errors(path: Path) -> list[str]:
     """dciodvfy's ``Error`` lines for a file; its exit code does not tell errors apart."""
     out = subprocess.run(
-        [str(DCIODVFY), str(path)], capture_output=True, text=True, check=False, timeout=120
+        [str(DCIODVFY), str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+        timeout=120,
     )
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
@@ -364,13 +370,15 @@ class OrthancInstance:
 
 @dataclass(frozen=True, slots=True)
 class Results:
-    """The SEG and SR instances Orthanc holds for one film."""
+    """The SEG, SR and GSPS instances Orthanc holds for one film (the GSPS goes to every
+    destination by default)."""
 
     segs: list[OrthancInstance]
     srs: list[OrthancInstance]
+    prs: list[OrthancInstance]
 
     def __bool__(self) -> bool:
-        return bool(self.segs) and bool(self.srs)
+        return bool(self.segs) and bool(self.srs) and bool(self.prs)
 
 
 class Orthanc:
@@ -524,7 +532,7 @@ class Orthanc:
         return dest
 
     def results_for(self, film: Film) -> Results:
-        """The SEG and SR instances in the film's study and outside the film's series."""
+        """The result instances in the film's study and outside the film's series."""
         mine = [
             i
             for i in self.instances()
@@ -534,15 +542,17 @@ class Orthanc:
         return Results(
             segs=[i for i in mine if i.sop_class_uid == SEG_STORAGE],
             srs=[i for i in mine if i.sop_class_uid == COMPREHENSIVE_SR_STORAGE],
+            prs=[i for i in mine if i.sop_class_uid == GSPS_STORAGE],
         )
 
     def wait_for_results(
         self, film: Film, *, node: Node | None = None, timeout: float = RESULT_TIMEOUT
     ) -> Results:
-        """Wait until Orthanc holds a SEG and an SR for ``film``; fail with the node's log."""
+        """Wait until Orthanc holds a SEG, an SR and a GSPS for ``film``; fail with the
+        node's log."""
 
         def why() -> str:
-            text = f"no SEG + SR in Orthanc for {film.path.name}: {self.results_for(film)}"
+            text = f"no SEG + SR + GSPS in Orthanc for {film.path.name}: {self.results_for(film)}"
             if node is not None:
                 text += f"\n{node.describe()}"
             return text

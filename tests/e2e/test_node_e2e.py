@@ -1,5 +1,5 @@
 """The happy path end to end: storescu films to ``pacsnode serve``, which analyses them and
-sends a valid SEG and Comprehensive SR per film to Orthanc, once, however often a film
+sends a valid SEG, Comprehensive SR and GSPS per film to Orthanc, once, however often a film
 is re-sent."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import (
     COMPREHENSIVE_SR_STORAGE,
+    GSPS_STORAGE,
     SEG_STORAGE,
     Film,
     Node,
@@ -79,24 +80,27 @@ def delivered(node: Node, module_orthanc: Orthanc, sent_films: list[Film]) -> di
     }
 
 
-def test_each_film_gets_one_seg_and_one_sr_in_its_study(
+def test_each_film_gets_one_seg_one_sr_and_one_gsps_in_its_study(
     delivered: dict[str, Results], sent_films: list[Film]
 ) -> None:
     for film in sent_films:
         results = delivered[film.sop_instance_uid]
-        assert len(results.segs) == 1 and len(results.srs) == 1, (film.path.name, results)
-        for instance in (*results.segs, *results.srs):
+        counts = (len(results.segs), len(results.srs), len(results.prs))
+        assert counts == (1, 1, 1), (film.path.name, results)
+        for instance in (*results.segs, *results.srs, *results.prs):
             assert instance.study_instance_uid == film.study_instance_uid
             assert instance.series_instance_uid != film.series_instance_uid
         assert results.segs[0].sop_class_uid == SEG_STORAGE
         assert results.srs[0].sop_class_uid == COMPREHENSIVE_SR_STORAGE
+        assert results.prs[0].sop_class_uid == GSPS_STORAGE
 
 
 def test_results_pass_dciodvfy(
     delivered: dict[str, Results], module_orthanc: Orthanc, tmp_path: Path
 ) -> None:
     for uid, results in delivered.items():
-        for kind, instance in (("seg", results.segs[0]), ("sr", results.srs[0])):
+        kinds = (("seg", results.segs[0]), ("sr", results.srs[0]), ("pr", results.prs[0]))
+        for kind, instance in kinds:
             path = module_orthanc.download(instance, tmp_path / f"{uid}.{kind}.dcm")
             assert dciodvfy_errors(path) == [], f"{kind} for {uid}"
 
@@ -131,6 +135,22 @@ def test_results_name_and_measure_each_vertebra(
                 heights += 1
         assert set(found) == set(tracking), film.path.name
         assert heights >= 3 * len(vertebrae) - 3  # anterior, middle, posterior per body
+
+
+def test_gsps_draws_on_its_film(
+    delivered: dict[str, Results], module_orthanc: Orthanc, sent_films: list[Film], tmp_path: Path
+) -> None:
+    """The presentation state refers to the film and draws the vertebrae in their layer."""
+    for film in sent_films:
+        results = delivered[film.sop_instance_uid]
+        pr = pydicom.dcmread(module_orthanc.download(results.prs[0], tmp_path / "p.dcm"))
+        (series,) = pr.ReferencedSeriesSequence
+        assert series.SeriesInstanceUID == film.series_instance_uid
+        assert series.ReferencedImageSequence[0].ReferencedSOPInstanceUID == film.sop_instance_uid
+        layers = [item.GraphicLayer for item in pr.GraphicLayerSequence]
+        assert "OUTLINES" in layers, layers
+        outlines = [a for a in pr.GraphicAnnotationSequence if a.GraphicLayer == "OUTLINES"]
+        assert len(outlines[0].GraphicObjectSequence) >= 3, film.path.name
 
 
 def _walk(dataset: pydicom.Dataset):
@@ -175,6 +195,7 @@ def test_resending_a_film_does_not_duplicate_its_results(
     after = module_orthanc.results_for(film)
     assert [i.sop_instance_uid for i in after.segs] == [i.sop_instance_uid for i in before.segs]
     assert [i.sop_instance_uid for i in after.srs] == [i.sop_instance_uid for i in before.srs]
+    assert [i.sop_instance_uid for i in after.prs] == [i.sop_instance_uid for i in before.prs]
 
 
 def _settle(node: Node, baseline: int, film: Film, quiet: float = 6.0) -> None:

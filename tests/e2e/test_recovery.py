@@ -24,6 +24,7 @@ from pydicom.uid import generate_uid
 
 from tests.e2e.conftest import (
     COMPREHENSIVE_SR_STORAGE,
+    GSPS_STORAGE,
     SEG_STORAGE,
     Film,
     Node,
@@ -255,14 +256,14 @@ def test_24_films_4_sigkills_every_acknowledged_film_once_within_90_s(
 
     def complete() -> Counter[tuple[str, str]] | None:
         found = results()
-        kinds = (SEG_STORAGE, COMPREHENSIVE_SR_STORAGE)
+        kinds = (SEG_STORAGE, COMPREHENSIVE_SR_STORAGE, GSPS_STORAGE)
         return found if all(found[(s, k)] for s in studies for k in kinds) else None
 
     found = wait_until(
         complete,
         timeout=max(1.0, deadline - time.monotonic()),
         interval=2.0,
-        message=lambda: f"{len(results())} of {2 * FILMS} results\n{node.describe()}",
+        message=lambda: f"{len(results())} of {3 * FILMS} results\n{node.describe()}",
     )
     finished = time.monotonic() - sender.last_ack
     print(
@@ -273,5 +274,5 @@ def test_24_films_4_sigkills_every_acknowledged_film_once_within_90_s(
         f"and {len(reclaimed(node, 'delivery'))} deliveries reclaimed"
     )
     assert finished <= BAR_SECONDS
-    assert set(found.values()) == {1}, f"duplicates: {found}"  # exactly one SEG and one SR
-    assert len(found) == 2 * FILMS
+    assert set(found.values()) == {1}, f"duplicates: {found}"  # one SEG, one SR, one GSPS
+    assert len(found) == 3 * FILMS

@@ -245,11 +245,11 @@ def test_a_worker_killed_mid_job_is_taken_over_by_the_other(
         results = orthanc.wait_for_results(film, timeout=TAKEOVER_TIMEOUT)
         takeover = time.monotonic() - killed_at
         how = "lease expiry" if _uts_namespaces() else "dead process reclaimed on this host"
-        print(f"\ntakeover ({how}): SEG and SR in Orthanc {takeover:.1f} s after SIGKILL")
+        print(f"\ntakeover ({how}): SEG, SR and GSPS in Orthanc {takeover:.1f} s after SIGKILL")
         # Let the survivor finish whatever it would still do, then count again.
         time.sleep(LEASE_SECONDS + 2)
         results = orthanc.results_for(film)
-        assert (len(results.segs), len(results.srs)) == (1, 1), results
+        assert (len(results.segs), len(results.srs), len(results.prs)) == (1, 1, 1), results
 
         job = _job(engine, film.sop_instance_uid)
         assert job is not None and job["status"] == "succeeded", job
@@ -259,6 +259,7 @@ def test_a_worker_killed_mid_job_is_taken_over_by_the_other(
             job=job["id"],
         )
         assert sorted((d["kind"], d["status"], d["attempts"]) for d in deliveries) == [
+            ("gsps", "sent", 1),
             ("seg", "sent", 1),
             ("sr", "sent", 1),
         ]
@@ -272,7 +273,7 @@ def test_a_worker_killed_mid_job_is_taken_over_by_the_other(
         assert len([a for a in claims if f":{owner_pid}:" not in a]) == 1, audit
         succeeded = [str(row["actor"]) for row in audit if row["event"] == "job_succeeded"]
         assert len(succeeded) == 1 and f":{owner_pid}:" not in succeeded[0], audit
-        assert [row["event"] for row in audit].count("result_sent") == 2, audit
+        assert [row["event"] for row in audit].count("result_sent") == 3, audit
 
         # Each process's endpoint: what it did, and the queue they all share.
         front = receiver.scrape()
@@ -281,11 +282,11 @@ def test_a_worker_killed_mid_job_is_taken_over_by_the_other(
         back = survivor.scrape()
         for scrape in (front, back):
             assert scrape[("pacsnode_jobs", frozenset({("status", "succeeded")}))] == 1
-            assert scrape[("pacsnode_deliveries", frozenset({("status", "sent")}))] == 2
+            assert scrape[("pacsnode_deliveries", frozenset({("status", "sent")}))] == 3
         for stage in ("read", "localise", "measure", "build"):
             assert back[("pacsnode_stage_seconds_count", frozenset({("stage", stage)}))] == 1
         sent_label = frozenset({("destination", "pacs"), ("outcome", "sent")})
-        assert back[("pacsnode_delivery_attempts_total", sent_label)] == 2
+        assert back[("pacsnode_delivery_attempts_total", sent_label)] == 3
         assert any(name == "pacsnode_model_info" for name, _labels in back), sorted(back)
     finally:
         for serve in everyone:

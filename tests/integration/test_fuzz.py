@@ -106,7 +106,7 @@ def test_bar_170_damaged_films_then_a_clean_film_gets_its_seg_and_sr(
         wait_for(
             lambda: (
                 len([ds for ds in pacs.received if ds.StudyInstanceUID == source.StudyInstanceUID])
-                == 2
+                == 3  # SEG, SR, GSPS
             ),
             seconds=240,
         )

@@ -119,10 +119,10 @@ def test_a_scrape_after_a_film_shows_answers_stages_queue_sends_and_models(
 
         assert _send(node.address[1], film) == StoreStatus.SUCCESS
         assert _send(node.address[1], film, ct=True) == StoreStatus.SOP_CLASS_NOT_SUPPORTED
-        wait_for(lambda: len(pacs.received) == 2)
+        wait_for(lambda: len(pacs.received) == 3)  # SEG, SR, GSPS
         # The delivery loop records the send just after the PACS has the object.
         wait_for(
-            lambda: value(scrape(node.metrics_address), "pacsnode_deliveries", status="sent") == 2
+            lambda: value(scrape(node.metrics_address), "pacsnode_deliveries", status="sent") == 3
         )
         samples = scrape(node.metrics_address)
     finally:
@@ -134,7 +134,7 @@ def test_a_scrape_after_a_film_shows_answers_stages_queue_sends_and_models(
     assert value(samples, "pacsnode_jobs", status="queued") == 0
     assert value(samples, "pacsnode_deliveries", status="pending") == 0
     assert (
-        value(samples, "pacsnode_delivery_attempts_total", destination="pacs", outcome="sent") == 2
+        value(samples, "pacsnode_delivery_attempts_total", destination="pacs", outcome="sent") == 3
     )
     counts = {
         stage: value(samples, "pacsnode_stage_seconds_count", stage=stage)
@@ -143,7 +143,7 @@ def test_a_scrape_after_a_film_shows_answers_stages_queue_sends_and_models(
     assert counts == {
         **{stage: 1 for stage in ("read", *STACK_STAGES, "build")},
         "receive": 2,
-        "deliver": 2,
+        "deliver": 3,
     }
     total = value(samples, "pacsnode_stage_seconds_sum", stage="localise")
     assert total is not None and 0 < total < 120

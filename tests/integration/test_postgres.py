@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ComprehensiveSRStorage, SegmentationStorage
+from pydicom.uid import (
+    ComprehensiveSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SegmentationStorage,
+)
 from sqlalchemy import Engine, delete, event, inspect, text, update
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import SQLAlchemyError
@@ -538,8 +542,8 @@ def test_the_node_runs_on_postgresql(
     try:
         node.start()
         assert _send(node, film) == 0
-        wait_for(lambda: len(pacs.received) == 2)
-        wait_for(lambda: _events(node).count(AuditEvent.RESULT_SENT) == 2)
+        wait_for(lambda: len(pacs.received) == 3)
+        wait_for(lambda: _events(node).count(AuditEvent.RESULT_SENT) == 3)
     finally:
         node.stop()
         pacs.stop()
@@ -547,7 +551,9 @@ def test_the_node_runs_on_postgresql(
             engine.dispose()
 
     kinds = sorted(str(ds.SOPClassUID) for ds in pacs.received)
-    assert kinds == sorted([SegmentationStorage, ComprehensiveSRStorage])
+    assert kinds == sorted(
+        [SegmentationStorage, ComprehensiveSRStorage, GrayscaleSoftcopyPresentationStateStorage]
+    )
     source = dcmread(film, stop_before_pixels=True)
     # Read back with a connection of our own: the rows are in PostgreSQL.
     engine = make_engine(url)
@@ -560,7 +566,7 @@ def test_the_node_runs_on_postgresql(
             ).one()
             assert tuple(job) == ("succeeded", 1)
             sent = connection.execute(text("SELECT status FROM deliveries")).scalars().all()
-            assert sent == ["sent", "sent"]
+            assert sent == ["sent", "sent", "sent"]
             events = connection.execute(text("SELECT event FROM audit_log ORDER BY id")).scalars()
             events = list(events)
     finally:
@@ -569,4 +575,4 @@ def test_the_node_runs_on_postgresql(
     assert events[-1] == AuditEvent.NODE_STOPPED.value
     for expected in (AuditEvent.INSTANCE_RECEIVED, AuditEvent.JOB_CLAIMED):
         assert events.count(expected.value) == 1
-    assert events.count(AuditEvent.RESULT_SENT.value) == 2
+    assert events.count(AuditEvent.RESULT_SENT.value) == 3

@@ -1,5 +1,6 @@
-"""The node in-process: a film stored by an SCU is analysed once and its SEG and SR reach
-an in-process storage SCP; a destination that is down gets them when it returns, without
+"""The node in-process: a film stored by an SCU is analysed once and its result objects
+(SEG, SR, GSPS, and the burned-in capture when the destination asks) reach an in-process
+storage SCP; a destination that is down gets them when it returns, without
 a second analysis; bad films are dead-lettered, passing faults retried."""
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian, SegmentationStorage
+from pydicom.uid import (
+    ComprehensiveSRStorage,
+    ExplicitVRLittleEndian,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+)
 from pynetdicom import AE, evt
 
 from pacsnode.audit import AuditEvent
@@ -21,6 +28,13 @@ from pacsnode.jobs import DeliveryStatus, JobStatus
 from pacsnode.node import Node, Role
 from pacsnode.training.phantom import make_phantom, write_phantom
 from tests.integration.test_listener import free_port
+
+RESULT_CLASSES = (
+    SegmentationStorage,
+    ComprehensiveSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+)
 
 
 class FakePacs:
@@ -34,7 +48,7 @@ class FakePacs:
 
     def start(self) -> None:
         ae = AE(ae_title="FAKEPACS")
-        for sop_class in (SegmentationStorage, ComprehensiveSRStorage):
+        for sop_class in RESULT_CLASSES:
             ae.add_supported_context(sop_class, ExplicitVRLittleEndian)
         self._server = ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
@@ -72,25 +86,24 @@ def pacs() -> Iterator[FakePacs]:
     server.stop()
 
 
-def _node(tmp_path: Path, pacs_port: int, role: Role = Role.ALL) -> Node:
-    settings = load_settings(
-        None,
-        {
-            "PACSNODE_STORAGE__DATA_DIR": str(tmp_path / "data"),
-            "PACSNODE_STORAGE__MIN_FREE_MB": "1",
-            "PACSNODE_NODE__HOST": "127.0.0.1",
-            "PACSNODE_NODE__PORT": str(free_port()),
-            "PACSNODE_WORKER__BACKOFF_BASE_SECONDS": "0.2",
-            "PACSNODE_WORKER__BACKOFF_MAX_SECONDS": "0.2",
-            "PACSNODE_WORKER__DELIVERY_BACKOFF_BASE_SECONDS": "0.2",
-            "PACSNODE_WORKER__DELIVERY_BACKOFF_MAX_SECONDS": "0.5",
-            "PACSNODE_DESTINATIONS__0__NAME": "pacs",
-            "PACSNODE_DESTINATIONS__0__AE_TITLE": "FAKEPACS",
-            "PACSNODE_DESTINATIONS__0__HOST": "127.0.0.1",
-            "PACSNODE_DESTINATIONS__0__PORT": str(pacs_port),
-        },
-    )
-    node = Node(settings, role)
+def _node(tmp_path: Path, pacs_port: int, role: Role = Role.ALL, send: str | None = None) -> Node:
+    environ = {
+        "PACSNODE_STORAGE__DATA_DIR": str(tmp_path / "data"),
+        "PACSNODE_STORAGE__MIN_FREE_MB": "1",
+        "PACSNODE_NODE__HOST": "127.0.0.1",
+        "PACSNODE_NODE__PORT": str(free_port()),
+        "PACSNODE_WORKER__BACKOFF_BASE_SECONDS": "0.2",
+        "PACSNODE_WORKER__BACKOFF_MAX_SECONDS": "0.2",
+        "PACSNODE_WORKER__DELIVERY_BACKOFF_BASE_SECONDS": "0.2",
+        "PACSNODE_WORKER__DELIVERY_BACKOFF_MAX_SECONDS": "0.5",
+        "PACSNODE_DESTINATIONS__0__NAME": "pacs",
+        "PACSNODE_DESTINATIONS__0__AE_TITLE": "FAKEPACS",
+        "PACSNODE_DESTINATIONS__0__HOST": "127.0.0.1",
+        "PACSNODE_DESTINATIONS__0__PORT": str(pacs_port),
+    }
+    if send is not None:
+        environ["PACSNODE_DESTINATIONS__0__SEND"] = send
+    node = Node(load_settings(None, environ), role)
     node.start()
     return node
 
@@ -111,19 +124,19 @@ def _events(node: Node) -> list[AuditEvent]:
     return [entry.event for entry in reversed(node.audit.query(limit=1000))]
 
 
-def test_a_film_comes_back_as_seg_and_sr_in_its_study(
+def test_a_film_comes_back_as_every_result_object_in_its_study(
     tmp_path: Path, film: Path, pacs: FakePacs
 ) -> None:
     pacs.start()
-    node = _node(tmp_path, pacs.port)
+    node = _node(tmp_path, pacs.port, send="seg,sr,gsps,sc")
     try:
         assert _send(node, film) == 0
-        wait_for(lambda: len(pacs.received) == 2)
+        wait_for(lambda: len(pacs.received) == 4)
     finally:
         node.stop()
     source = dcmread(film, stop_before_pixels=True)
     kinds = sorted(str(ds.SOPClassUID) for ds in pacs.received)
-    assert kinds == sorted([SegmentationStorage, ComprehensiveSRStorage])
+    assert kinds == sorted(RESULT_CLASSES)
     for ds in pacs.received:
         assert ds.StudyInstanceUID == source.StudyInstanceUID
         assert ds.SeriesInstanceUID != source.SeriesInstanceUID
@@ -135,7 +148,7 @@ def test_a_film_comes_back_as_seg_and_sr_in_its_study(
         AuditEvent.JOB_SUCCEEDED,
     ):
         assert events.count(expected) == 1
-    assert events.count(AuditEvent.RESULT_SENT) == 2
+    assert events.count(AuditEvent.RESULT_SENT) == 4
     job = node.queue.find(source.SOPInstanceUID)
     assert job is not None and job.status is JobStatus.SUCCEEDED
 
@@ -150,8 +163,8 @@ def test_results_wait_for_a_destination_that_is_down_without_a_second_analysis(
         failed = node.queue.list_deliveries()
         assert {d.status for d in failed} <= {DeliveryStatus.FAILED, DeliveryStatus.PENDING}
         pacs.start()
-        wait_for(lambda: len(pacs.received) == 2)
-        wait_for(lambda: _events(node).count(AuditEvent.RESULT_SENT) == 2)
+        wait_for(lambda: len(pacs.received) == 3)  # SEG, SR and GSPS: the default
+        wait_for(lambda: _events(node).count(AuditEvent.RESULT_SENT) == 3)
     finally:
         node.stop()
     events = _events(node)

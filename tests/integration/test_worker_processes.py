@@ -85,7 +85,7 @@ def test_films_are_analysed_in_a_worker_process_not_the_listeners(
     pids = node._processes.pids
     assert len(pids) == 1 and os.getpid() not in pids
     assert _send(node, films[0]) == 0x0000
-    wait_for(lambda: _results_for(pacs, films[0]) == 2, 120)
+    wait_for(lambda: _results_for(pacs, films[0]) == 3, 120)  # SEG, SR, GSPS
     claims = [e for e in node.audit.query(limit=100) if e.event is AuditEvent.JOB_CLAIMED]
     assert claims and all(f":{pids[0]}:" in e.actor for e in claims)
     assert node._processes.versions.keys() == {
@@ -109,7 +109,7 @@ def test_a_killed_analysis_process_is_replaced_and_analyses_the_next_film(
         assert time.monotonic() < deadline, "no new analysis process"
         time.sleep(0.2)
     assert _send(node, films[1]) == 0x0000
-    wait_for(lambda: _results_for(pacs, films[1]) == 2, 180)
+    wait_for(lambda: _results_for(pacs, films[1]) == 3, 180)
 
 
 def test_a_cuda_device_torch_cannot_use_stops_the_start_before_the_port_opens(

@@ -1,5 +1,5 @@
-"""``pacsnode analyze``: offline SEG, SR and overlay per film with the shipped localiser;
-a bad file is reported and the others still get their results."""
+"""``pacsnode analyze``: offline SEG, SR, GSPS, burned-in capture and overlay per film with
+the shipped stack; a bad file is reported and the others still get their results."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ DCIODVFY = Path(sys.executable).with_name("dciodvfy")  # from the test extra dic
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [DCIODVFY, str(path)], capture_output=True, text=True, errors="replace", check=False
+    )
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
@@ -27,7 +29,7 @@ def film(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_phantom(make_phantom(424_242, 0, "cervical"), out, preview=False)["dicom"]
 
 
-def test_analyze_writes_valid_seg_sr_and_overlay(
+def test_analyze_writes_valid_seg_sr_gsps_capture_and_overlay(
     tmp_path: Path, film: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.dcm"
@@ -37,15 +39,18 @@ def test_analyze_writes_valid_seg_sr_and_overlay(
     captured = capsys.readouterr()
     assert "bad.dcm: not analysed" in captured.err and "not DICOM" in captured.err
     uid = pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID
-    seg, sr, png = (out / f"{uid}{suffix}" for suffix in (".seg.dcm", ".sr.dcm", ".png"))
-    assert seg.is_file() and sr.is_file() and png.is_file()
+    suffixes = (".seg.dcm", ".sr.dcm", ".pr.dcm", ".sc.dcm", ".png")
+    seg, sr, pr, sc, png = (out / f"{uid}{suffix}" for suffix in suffixes)
+    assert all(path.is_file() for path in (seg, sr, pr, sc, png))
     source = pydicom.dcmread(film, stop_before_pixels=True)
-    for path in (seg, sr):
+    for path in (seg, sr, pr, sc):
         ds = pydicom.dcmread(path)
         assert ds.StudyInstanceUID == source.StudyInstanceUID
         assert ds.SeriesInstanceUID != source.SeriesInstanceUID
         assert _dciodvfy_errors(path) == []
     assert pydicom.dcmread(seg).SegmentSequence[0].SegmentLabel == "Spine region"
+    assert pydicom.dcmread(pr, stop_before_pixels=True).Modality == "PR"
+    assert pydicom.dcmread(sc, stop_before_pixels=True).BurnedInAnnotation == "YES"
 
 
 def test_analyze_again_gives_the_same_uids(tmp_path: Path, film: Path) -> None:

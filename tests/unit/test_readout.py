@@ -110,7 +110,7 @@ def test_a_body_shifted_forward_steps_both_lines_and_slips() -> None:
 
 @pytest.mark.parametrize(
     ("percent", "grade"),
-    [(-12, 0), (0, 0), (4.9, 0), (5, 1), (25, 1), (25.1, 2), (50, 2), (60, 3), (80, 4), (130, 5)],
+    [(-12, 0), (0, 0), (9.9, 0), (10, 1), (25, 1), (25.1, 2), (50, 2), (60, 3), (80, 4), (130, 5)],
 )
 def test_meyerding_grades(percent: float, grade: int) -> None:
     assert meyerding_grade(percent) == grade

@@ -239,6 +239,27 @@ def test_results_never_queued_for_sending_go_with_the_film(node: Node) -> None:
     assert not seg.exists()
 
 
+def test_results_that_only_an_alert_tracks_go_with_the_film(node: Node) -> None:
+    job = node.film(1)
+    node.queue.claim("w", 60)
+    seg = node.result(job, "seg")  # no destination: only a [[notify]] alert was queued
+    alert = seg.parent / "notify-er.json"
+    alert.write_bytes(b"{}")
+    node.queue.add_delivery(
+        job.id, destination="er", kind="notify", sop_instance_uid=job.sop_instance_uid, path=alert
+    )
+    node.queue.succeed(job.id, "w")
+    node.clock.advance(2.1)
+    assert node.retention().sweep() == Swept(films=1, results=1, bytes=len(b"film 1") + 3)
+    assert not seg.exists() and alert.exists()  # the alert is not sent yet
+    delivery = node.queue.claim_delivery("sender", 60)
+    assert delivery is not None
+    node.queue.delivery_sent(delivery.id, "sender")
+    node.clock.advance(3.1)
+    assert node.retention().sweep() == Swept(results=1, bytes=2)
+    assert not alert.exists()
+
+
 def test_a_full_disk_never_costs_the_film_of_a_job_that_has_not_ended(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:

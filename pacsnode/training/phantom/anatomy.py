@@ -9,11 +9,13 @@ from the top-left corner of the image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
 
 from pacsnode.analysis.findings import genant_grade
+from pacsnode.training.phantom.findings import NO_FINDINGS, Findings, Translation
 from pacsnode.training.phantom.geometry import (
     Polygon,
     arc_band,
@@ -130,6 +132,11 @@ class Scene:
     metal: bool
     osteoporotic: bool
     exposure: dict[str, float] = field(default_factory=dict)
+    airway_wall: NDArray[np.float64] | None = None
+    """The airway's posterior wall, an open polyline from the head down, image mm (x, y);
+    None where the film has no airway drawn."""
+    findings: Findings = NO_FINDINGS
+    """The read-out findings the film was drawn with."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +272,14 @@ def _curvature(label: str, k: dict[str, float]) -> float:
     return k["lumbar"]
 
 
-def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> list[_Placed]:
+def _place_chain(
+    labels: list[str],
+    rng: np.random.Generator,
+    region: str,
+    cervical_curvature: float | None = None,
+) -> list[_Placed]:
+    """Walk down the chain, one body and its disc at a time. ``cervical_curvature`` (1/mm)
+    replaces the drawn one, after the draw, so that the stream stays as it was."""
     scale = rng.uniform(0.88, 1.12)
     k = {
         # Signed curvature (1/mm): negative is lordosis (concave behind), positive kyphosis.
@@ -273,6 +287,8 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
         "thoracic": rng.uniform(0.0012, 0.0035),
         "lumbar": rng.uniform(-0.007, -0.002),
     }
+    if cervical_curvature is not None:
+        k["cervical"] = cervical_curvature
     theta = rng.uniform(-0.35, 0.05) if region == "cervical" else rng.uniform(-0.1, 0.25)
     fracture_case = rng.random() < (0.15 if region == "cervical" else 0.35)
     placed: list[_Placed] = []
@@ -350,6 +366,60 @@ def _place_chain(labels: list[str], rng: np.random.Generator, region: str) -> li
     return placed
 
 
+def _endplate_middles(p: _Placed) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Scene mm of the middles between the sharp corners of the superior and the inferior
+    endplate of ``p``."""
+    _, corners, _, _ = _body_local(p.shape)
+    to_world = _frame(p)
+    sup = (corners["anterior_superior"] + corners["posterior_superior"]) / 2
+    inf = (corners["anterior_inferior"] + corners["posterior_inferior"]) / 2
+    return to_world(sup)[0], to_world(inf)[0]
+
+
+def _centre_joints(placed: list[_Placed]) -> None:
+    """Line the bodies from T4 down up across each disc, in place.
+
+    The chain is walked with each body's centre on the tangent of the body above, so a
+    curved level leaves the lower body off the arc by about step x angle / 2: 3 mm forward
+    at a lordotic lumbar level, 1-1.5 mm backward at a kyphotic thoracic one, and the
+    sacrum, tipped about its own centre, leaves L5 a fifth of an endplate forward of S1.
+    Those are steps and a grade I slip on every normal film. Here each body from T4 down
+    (and everything below it) moves along the two bodies' mean front direction until the
+    middles of the facing endplates line up, so the anterior and posterior lines step only
+    by about half the difference in body width. Angles and discs stay as drawn, and no
+    random draw is used. The cervical chain and T1-T3, which end a cervical film's chain,
+    are left as drawn: their walk errs by a mm at most, and cervical films keep their
+    anatomy.
+    """
+    first = SPINE_ORDER.index("T4")
+    shift = np.zeros(2)
+    for upper, lower in pairwise(placed):
+        # The lower body first follows the bodies above it, as drawn relative to them.
+        lower.centre = lower.centre + shift
+        if SPINE_ORDER.index(lower.label) < first:
+            continue
+        front = upper.normal + lower.normal
+        front /= np.hypot(*front)
+        gap = float((_endplate_middles(upper)[1] - _endplate_middles(lower)[0]) @ front)
+        shift = shift + gap * front
+        lower.centre = lower.centre + gap * front
+
+
+def _translate(placed: list[_Placed], translation: Translation) -> None:
+    """Move every body above ``translation``'s disc over the body below it, in place:
+    along the lower body's anterior direction, forward for a positive amount."""
+    labels = [p.label for p in placed]
+    if translation.upper not in labels or translation.lower not in labels:
+        return
+    below = placed[labels.index(translation.lower)]
+    # A slip is a share of the endplate between the corners an annotator clicks.
+    _, corners, _, _ = _measure(below.shape, _frame(below))
+    endplate = float(np.hypot(*(corners["anterior_superior"] - corners["posterior_superior"])))
+    move = below.normal * translation.mm(endplate)
+    for p in placed[: labels.index(translation.lower)]:
+        p.centre = p.centre + move
+
+
 def _posterior_elements(p: _Placed) -> list[Polygon]:
     if p.shape.kind == "s1":
         return []  # the sacrum's posterior elements are drawn with the sacrum
@@ -394,12 +464,20 @@ def _posterior_elements(p: _Placed) -> list[Polygon]:
     return out
 
 
-def build_scene(rng: np.random.Generator, region: str) -> Scene:
-    """Draw one random lateral film of ``region`` ("cervical", "lumbar" or "chest")."""
+def build_scene(rng: np.random.Generator, region: str, findings: Findings = NO_FINDINGS) -> Scene:
+    """Draw one random lateral film of ``region`` ("cervical", "lumbar" or "chest").
+
+    ``findings`` (:func:`~pacsnode.training.phantom.findings.draw_findings`) are drawn with
+    their own generator and take no draw from ``rng``: a film without findings is the
+    same film either way.
+    """
     if region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
     labels, first, last = chain_labels(region, rng)
-    placed = _place_chain(labels, rng, region)
+    placed = _place_chain(labels, rng, region, findings.cervical_curvature)
+    _centre_joints(placed)
+    if findings.translation is not None:
+        _translate(placed, findings.translation)
     osteoporotic = rng.random() < 0.2
     bone = 0.55 if osteoporotic else 1.0
     struct: list[Structure] = []
@@ -447,7 +525,9 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
     top = head.centre - head.tangent * (0.5 * DIMENSIONS[first][1] + head.shape.dens_height)
     bottom = tail.centre + tail.tangent * 0.5 * DIMENSIONS[last][1]
     axis_pts = np.array([p.centre for p in placed])
-    struct.extend(_surroundings(region, placed, rng))
+    corners_canon = {p.label: corners for p, _, corners, *_ in truths_canon}
+    around, wall = _surroundings(region, placed, rng, corners_canon, findings.prevertebral_mm)
+    struct.extend(around)
 
     metal = rng.random() < 0.12
     if metal:
@@ -551,6 +631,8 @@ def build_scene(rng: np.random.Generator, region: str) -> Scene:
         marker=(letter, float(mx), float(my), float(msize)),
         metal=metal,
         osteoporotic=osteoporotic,
+        airway_wall=None if wall is None else place(wall),
+        findings=findings,
         exposure={
             "photons_behind_body_per_mm2": float(rng.uniform(8000, 40000)),
             "scatter_fraction": float(
@@ -699,38 +781,93 @@ class _Axis:
         return np.vstack([skin(front), skin(-back)[::-1]])
 
 
-def _surroundings(region: str, placed: list[_Placed], rng: np.random.Generator) -> list[Structure]:
-    """Soft tissue, air, and the bones around the spine that a real film shows."""
+def _surroundings(
+    region: str,
+    placed: list[_Placed],
+    rng: np.random.Generator,
+    corners: dict[str, dict[str, NDArray[np.float64]]],
+    prevertebral_mm: dict[str, float] | None = None,
+) -> tuple[list[Structure], Polygon | None]:
+    """Soft tissue, air, and the bones around the spine that a real film shows; and the
+    airway's posterior wall (canonical mm) where there is one."""
     axis = _Axis.of(placed)
     if region == "cervical":
-        return _neck(placed, axis, rng)
+        return _neck(placed, axis, rng, corners, prevertebral_mm)
     out = _trunk(region, placed, axis, rng)
     if region == "chest":
         out.extend(_thorax(placed, axis, rng))
     else:
         out.extend(_pelvis(placed, axis, rng))
-    return out
+    return out, None
 
 
-def _neck(placed: list[_Placed], axis: _Axis, rng: np.random.Generator) -> list[Structure]:
-    """Neck, airway, skull base, mandible, C1, and the shoulders over C7/T1."""
+PREVERTEBRAL_DEFAULT_MM = {"C2": 4.0, "C6": 14.0}
+"""Soft tissue drawn in front of C2 and C6 when a film brings no findings of its own."""
+
+
+def _airway_wall(
+    placed: list[_Placed],
+    corners: dict[str, dict[str, NDArray[np.float64]]],
+    prevertebral_mm: dict[str, float],
+) -> tuple[Polygon, Polygon]:
+    """The airway's posterior wall, head first (canonical mm): through a point in front of
+    each body's anterior-inferior corner, along the perpendicular to its anterior wall (the
+    line a reader measures the soft tissue on), ``prevertebral_mm`` in front at C2 and C6
+    and interpolated by level between them; up the nasopharynx above C2, and on past the
+    last body below. Returns the wall and the point of it in front of each body."""
+    c2, c6 = prevertebral_mm["C2"], prevertebral_mm["C6"]
+    wall, anchors = [], []
+    for p in placed:
+        k = SPINE_ORDER.index(p.label) - SPINE_ORDER.index("C2")
+        thickness = c2 + (c6 - c2) * min(k, 4) / 4  # C2 + k levels down, C6's below C6
+        c = corners[p.label]
+        along = c["anterior_inferior"] - c["anterior_superior"]
+        ray = np.array([along[1], -along[0]]) / float(np.hypot(*along))
+        if ray @ p.normal < 0:
+            ray = -ray
+        if p.label == "C2":
+            # Up the front of C2, then clear of C1's anterior tubercle (which reaches 8.5 mm
+            # in front of C2's anterior wall) to the nasopharynx.
+            top = p.centre - p.tangent * (p.shape.h_post / 2 + p.shape.dens_height * 0.8)
+            wall.append(top - p.tangent * 30.0 + p.normal * (p.shape.width / 2 + 14.0))
+            wall.append(top + p.normal * (p.shape.width / 2 + 8.5 + max(thickness, 3.0)))
+            wall.append(c["anterior_superior"] + ray * (thickness + 1.0))
+        anchors.append(c["anterior_inferior"] + ray * thickness)
+        wall.append(anchors[-1])
+    last = placed[-1]
+    wall.append(wall[-1] + last.tangent * 60.0)
+    return np.array(wall), np.array(anchors)
+
+
+def _neck(
+    placed: list[_Placed],
+    axis: _Axis,
+    rng: np.random.Generator,
+    corners: dict[str, dict[str, NDArray[np.float64]]],
+    prevertebral_mm: dict[str, float] | None = None,
+) -> tuple[list[Structure], Polygon]:
+    """Neck, airway, skull base, mandible, C1, and the shoulders over C7/T1; and the
+    airway's posterior wall."""
     cent, tang, norm, widths = axis.cent, axis.tang, axis.norm, axis.widths
     front = widths / 2 + rng.uniform(30, 45)
     back = widths / 2 + rng.uniform(45, 70)
-    out = [_soft(axis.band(front, back), MU_SOFT, rng.uniform(100, 130), 35.0)]
-    # Airway: pharynx and trachea in front of the bodies.
-    off = widths / 2 + rng.uniform(8, 14)
-    airway = thick_polyline(
-        np.vstack(
-            [
-                cent[0] - tang[0] * 40 + norm[0] * off[0],
-                cent + norm * off[:, None],
-                cent[-1] + tang[-1] * 60 + norm[-1] * off[-1],
-            ]
-        ),
-        rng.uniform(10, 18),
-    )
-    out.append(_soft(airway, MU_AIR, rng.uniform(15, 22), 5.0))
+    neck_depth = rng.uniform(100, 130)
+    # Airway: pharynx and trachea, its posterior wall set by the prevertebral soft tissue
+    # (the old offset is still drawn, unused, so every later draw stays as it was).
+    rng.uniform(8, 14)
+    lumen = rng.uniform(10, 18)
+    wall, anchors = _airway_wall(placed, corners, prevertebral_mm or PREVERTEBRAL_DEFAULT_MM)
+    heading = np.gradient(wall, axis=0)
+    heading /= np.hypot(*heading.T)[:, None]
+    forward = np.stack([heading[:, 1], -heading[:, 0]], axis=1)
+    forward *= np.sign(np.sum(forward * norm[0], axis=1))[:, None]
+    airway = np.vstack([wall, (wall + forward * lumen)[::-1]])
+    # The skin keeps 12 mm or more in front of the airway, however swollen the neck.
+    reach = np.sum((anchors - cent) * norm, axis=1) + lumen + 12.0
+    front = np.maximum(front, reach)
+    out = [_soft(axis.band(front, back), MU_SOFT, neck_depth, 35.0)]
+    # On the fine grid: the soft tissue is read off the airway's wall to a fraction of a mm.
+    out.append(Structure(airway, mu=MU_AIR, depth=rng.uniform(15, 22), radius=5.0))
     # Skull base, occiput and mandible above, C1 around the dens.
     c2 = placed[0]
     n2 = c2.normal
@@ -766,7 +903,7 @@ def _neck(placed: list[_Placed], axis: _Axis, rng: np.random.Generator) -> list[
         hc = sh + rng.normal(0, 15, 2)
         humerus = ellipse(*hc, rng.uniform(20, 26), rng.uniform(20, 26), 0.0, 48)
         out.append(_bone(humerus, 40.0, 12.0, 2.0, coarse=True))
-    return out
+    return out, wall
 
 
 def _trunk(

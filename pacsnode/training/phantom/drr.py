@@ -30,6 +30,7 @@ from pacsnode.training.phantom.drr_anatomy import (
     texture_tile,
     voxelise,
 )
+from pacsnode.training.phantom.findings import draw_findings, findings_rng
 from pacsnode.training.phantom.generate import Phantom, _truth, draw_acquisition
 from pacsnode.training.phantom.geometry import nearest_vertex, resample_closed, signed_area
 from pacsnode.training.phantom.render import Radiograph
@@ -609,7 +610,9 @@ def make_drr_phantom(
         region = REGIONS[int(rng.integers(0, len(REGIONS)))]
     elif region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {(*REGIONS, 'mixed')}")
-    patient = build_patient(rng, region)
+    # The read-out's findings draw from their own stream, apart from the 2-D phantom's.
+    findings = draw_findings(findings_rng(seed, index, _DRR_ENTROPY), region)
+    patient = build_patient(rng, region, findings)
     facing, rotation_deg, axial, tilt = _pose(rng)
     sid = float(rng.uniform(1000.0, 1800.0))
     oid = float(rng.uniform(150.0, 250.0))
@@ -700,6 +703,10 @@ def make_drr_phantom(
         metal=False,
         osteoporotic=patient.osteoporotic,
         exposure=ex,
+        # Where the rays graze the airway's posterior wall: its line on the plane the
+        # airway is sampled on, projected (a straight segment stays straight).
+        airway_wall=None if patient.airway_wall is None else beam.project(patient.airway_wall),
+        findings=findings,
     )
     radiograph = Radiograph(display=display, spacing_mm=s, burned_in=burned_in)
     case_id = f"{seed}-{index:05d}"

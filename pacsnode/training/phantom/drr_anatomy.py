@@ -17,7 +17,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter
 
-from pacsnode.training.phantom.anatomy import DIMENSIONS, REGIONS, SPINE_ORDER, chain_labels
+from pacsnode.training.phantom.anatomy import (
+    DIMENSIONS,
+    PREVERTEBRAL_DEFAULT_MM,
+    REGIONS,
+    SPINE_ORDER,
+    chain_labels,
+)
+from pacsnode.training.phantom.findings import NO_FINDINGS, Findings, Translation
 
 __all__ = [
     "BodyShape",
@@ -624,6 +631,10 @@ class Patient:
     first: str
     last: str
     osteoporotic: bool
+    airway_wall: Array | None = None
+    """The airway's posterior wall where the rays meet it (patient mm, on the plane z = 0
+    that :class:`Column` is sampled on), head first; None without an airway."""
+    findings: Findings = NO_FINDINGS
 
 
 def _depth_ratio(label: str) -> float:
@@ -642,9 +653,14 @@ def _curvature(label: str, k: dict[str, float]) -> float:
 
 
 def _place_chain(
-    labels: list[str], rng: np.random.Generator, region: str, bone: float
+    labels: list[str],
+    rng: np.random.Generator,
+    region: str,
+    bone: float,
+    cervical_curvature: float | None = None,
 ) -> list[Vertebra]:
-    """Walk down a curved sagittal centreline, one body (and its disc) at a time."""
+    """Walk down a curved sagittal centreline, one body (and its disc) at a time.
+    ``cervical_curvature`` (1/mm) replaces the drawn one, after the draw."""
     scale = rng.uniform(0.88, 1.12)
     k = {
         # Signed curvature (1/mm): negative is lordosis, positive kyphosis.
@@ -652,6 +668,8 @@ def _place_chain(
         "thoracic": rng.uniform(0.0012, 0.0035),
         "lumbar": rng.uniform(-0.0055, -0.0015),
     }
+    if cervical_curvature is not None:
+        k["cervical"] = cervical_curvature
     theta = rng.uniform(-0.35, 0.05) if region == "cervical" else rng.uniform(-0.1, 0.25)
     fracture_case = rng.random() < (0.15 if region == "cervical" else 0.35)
     scol_amp, scol_phase = rng.uniform(0.0, 5.0), rng.uniform(0, 2 * np.pi)
@@ -731,6 +749,62 @@ def _place_chain(
             )
         )
     return out
+
+
+def _moved(v: Vertebra, by: Array) -> Vertebra:
+    return replace(v, frame=Frame(v.frame.origin + by, v.frame.axes))
+
+
+def _sagittal_front(v: Vertebra) -> Array:
+    """The body's anterior direction in the sagittal plane (x, y, 0), unit length."""
+    front = v.frame.axes[:, 0].copy()
+    front[2] = 0.0
+    return front / np.linalg.norm(front)
+
+
+def _plate_middle(v: Vertebra, which: str) -> Array:
+    """Patient mm of the middle between the two corners of an endplate."""
+    marks = v.shape.landmarks()
+    local = (marks[f"anterior_{which}"] + marks[f"posterior_{which}"]) / 2
+    return v.frame.to_patient(local)[0]
+
+
+def _centre_joints(chain: list[Vertebra]) -> list[Vertebra]:
+    """The chain with the bodies from T4 down lined up across each disc: each body (and
+    everything below it) moved along the two bodies' mean front direction until the
+    middles of the facing endplates line up. The walk puts each centre on the tangent of
+    the body above, which leaves steps of 1-3 mm at curved thoracic and lumbar levels and
+    L5 a fifth of an endplate forward of the tipped sacrum on a normal film (as in the 2-D
+    phantom, :func:`~pacsnode.training.phantom.anatomy._centre_joints`). No random draw."""
+    first = SPINE_ORDER.index("T4")
+    out = [chain[0]]
+    shift = np.zeros(3)
+    for lower in chain[1:]:
+        lower = _moved(lower, shift)
+        if SPINE_ORDER.index(lower.label) >= first:
+            front = _sagittal_front(out[-1]) + _sagittal_front(lower)
+            front /= np.linalg.norm(front)
+            gap = float(
+                (_plate_middle(out[-1], "inferior") - _plate_middle(lower, "superior")) @ front
+            )
+            shift = shift + gap * front
+            lower = _moved(lower, gap * front)
+        out.append(lower)
+    return out
+
+
+def _translate(chain: list[Vertebra], translation: Translation) -> list[Vertebra]:
+    """The chain with every body above ``translation``'s disc moved over the body below it,
+    along that body's anterior direction (forward for a positive amount)."""
+    labels = [v.label for v in chain]
+    if translation.upper not in labels or translation.lower not in labels:
+        return chain
+    at = labels.index(translation.lower)
+    below = chain[at]
+    marks = below.shape.landmarks()
+    endplate = float(np.linalg.norm(marks["anterior_superior"] - marks["posterior_superior"]))
+    move = _sagittal_front(below) * translation.mm(endplate)
+    return [_moved(v, move) for v in chain[:at]] + chain[at:]
 
 
 def _blade(root: Array, tip: Array, half_ap: float, half_h: float) -> Box:
@@ -1058,12 +1132,70 @@ def _ribs(chain: list[Vertebra], rng: np.random.Generator) -> list[Part]:
     return out
 
 
-def _neck(chain: list[Vertebra], rng: np.random.Generator) -> tuple[list[Part], list]:
+def _airway_wall(chain: list[Vertebra], prevertebral_mm: dict[str, float]) -> tuple[Array, Array]:
+    """The airway's posterior wall in the sagittal plane (x, y) mm, head first: through a
+    point in front of each body's anterior-inferior corner, along the perpendicular to its
+    anterior wall, ``prevertebral_mm`` in front at C2 and C6 and interpolated by level
+    between them; forward of C1's anterior arch above C2, and on past the last body.
+    Returns the wall, y increasing, and the point of it in front of each body."""
+    c2, c6 = prevertebral_mm["C2"], prevertebral_mm["C6"]
+    wall, anchors = [], []
+    for v in chain:
+        k = SPINE_ORDER.index(v.label) - SPINE_ORDER.index("C2")
+        thickness = c2 + (c6 - c2) * min(k, 4) / 4  # C2 + k levels down, C6's below C6
+        marks = v.shape.landmarks()
+        at = {n: v.frame.to_patient(marks[n])[0][:2] for n in marks}
+        along = at["anterior_inferior"] - at["anterior_superior"]
+        ray = np.array([along[1], -along[0]]) / float(np.linalg.norm(along))
+        if ray @ _sagittal_front(v)[:2] < 0:
+            ray = -ray
+        if v.label == "C2":
+            s, w = v.shape, v.shape.width
+            # C1's anterior tubercle reaches at most 7 mm in front of the dens' line.
+            arch = v.frame.to_patient(
+                np.array(
+                    [w / 2 + 8.5 + max(thickness, 3.0), -s.h_post / 2 - s.dens_height * 0.5, 0]
+                )
+            )[0][:2]
+            up = -v.frame.axes[:2, 1]
+            wall.append(arch + up * 30.0 + _sagittal_front(v)[:2] * 5.5)
+            wall.append(arch)
+            wall.append(at["anterior_superior"] + ray * (thickness + 1.0))
+        anchors.append(at["anterior_inferior"] + ray * thickness)
+        wall.append(anchors[-1])
+    wall.append(wall[-1] + chain[-1].frame.axes[:2, 1] * 60.0)
+    # The airway is sampled in slices of y: keep the wall a function of y.
+    kept = [wall[0]]
+    for point in wall[1:]:
+        if point[1] > kept[-1][1] + 0.5:
+            kept.append(point)
+    return np.array(kept), np.array(anchors)
+
+
+def _neck(
+    chain: list[Vertebra], rng: np.random.Generator, prevertebral_mm: dict[str, float] | None
+) -> tuple[list[Part], list, Array]:
+    """Neck, airway, head, shoulders, mandible and clavicles; and the airway's posterior
+    wall (patient mm on z = 0, head first)."""
     c2 = chain[0]
     up, fwd = -c2.frame.axes[:, 1], c2.frame.axes[:, 0]
     o = c2.frame.origin
     analytic: list = []
-    neck = _column(chain, rng.uniform(30, 45), rng.uniform(45, 65), rng.uniform(52, 62))
+    front, back, half_width = rng.uniform(30, 45), rng.uniform(45, 65), rng.uniform(52, 62)
+    # The airway's old offset is still drawn, unused, so that every later draw stays.
+    rng.uniform(7.0, 13.0)
+    r_ap = rng.uniform(6.0, 9.0)
+    air_az = rng.uniform(8.0, 12.0)
+    wall, anchors = _airway_wall(chain, prevertebral_mm or PREVERTEBRAL_DEFAULT_MM)
+    air_ys = wall[:, 1]
+    air_ap = np.interp(air_ys, [air_ys[0], o[1] + 40, air_ys[-1]], [r_ap * 1.5, r_ap, r_ap * 0.9])
+    # The skin keeps 12 mm or more in front of the airway, however swollen the neck.
+    reach = max(
+        float((a - v.frame.origin[:2]) @ _sagittal_front(v)[:2]) - v.shape.width / 2
+        for a, v in zip(anchors, chain, strict=True)
+    )
+    front = max(front, reach + 2 * r_ap + 12.0)
+    neck = _column(chain, front, back, half_width)
     # The neck narrows to nothing inside the head, leaving no edge.
     top = o[1] - 20.0
     ys = np.concatenate([[top - 60.0], neck.ys[neck.ys > top - 60.0]])
@@ -1077,15 +1209,9 @@ def _neck(chain: list[Vertebra], rng: np.random.Generator) -> tuple[list[Part], 
             az=np.interp(ys, neck.ys, neck.az) * fade,
         )
     )
-    # Airway: pharynx and trachea in front of the bodies, wider up high.
-    ys_s, xs_s, ws_s = _spine_axis(chain)
-    off = rng.uniform(7.0, 13.0)
-    r_ap = rng.uniform(6.0, 9.0)
-    air_ys = np.array([o[1] - 45.0, o[1], *ys_s[1:-1][1:], ys_s[-2] + 60.0])
-    air_x = np.interp(air_ys, ys_s, xs_s + ws_s / 2 + off + r_ap)
-    air_ap = np.interp(air_ys, [air_ys[0], o[1] + 40, air_ys[-1]], [r_ap * 1.5, r_ap, r_ap * 0.9])
+    # Airway: pharynx and trachea, wider up high, its posterior wall on ``wall``.
     analytic.append(
-        Column(air_ys, air_x, air_ap, np.full_like(air_ys, rng.uniform(8.0, 12.0)), water=-1.0)
+        Column(air_ys, wall[:, 0] + air_ap, air_ap, np.full_like(air_ys, air_az), water=-1.0)
     )
     # Head and skull: soft tissue, then two tables of bone; the skull base and mastoids.
     # The head sits over the spine, its centre ahead of the foramen magnum.
@@ -1142,7 +1268,7 @@ def _neck(chain: list[Vertebra], rng: np.random.Generator) -> tuple[list[Part], 
             ]
         )
         coarse.append(Tube.of(clav, rng.uniform(5.0, 6.5), shell=1.6))
-    return coarse, analytic
+    return coarse, analytic, np.column_stack([wall, np.zeros(len(wall))])
 
 
 def _trunk(region: str, chain: list[Vertebra], rng: np.random.Generator) -> tuple[list[Part], list]:
@@ -1241,14 +1367,20 @@ def _pelvis(chain: list[Vertebra], rng: np.random.Generator, analytic: list) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def build_patient(rng: np.random.Generator, region: str) -> Patient:
-    """Draw one random patient for a lateral film of ``region``."""
+def build_patient(
+    rng: np.random.Generator, region: str, findings: Findings = NO_FINDINGS
+) -> Patient:
+    """Draw one random patient for a lateral film of ``region``. ``findings`` are drawn
+    with their own generator and take no draw from ``rng``."""
     if region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
     labels, first, last = chain_labels(region, rng)
     osteoporotic = bool(rng.random() < 0.2)
     bone = 0.6 if osteoporotic else 1.0
-    chain = _place_chain(labels, rng, region, bone)
+    chain = _centre_joints(_place_chain(labels, rng, region, bone, findings.cervical_curvature))
+    if findings.translation is not None:
+        chain = _translate(chain, findings.translation)
+    airway_wall = None
     solids: list[SolidSpec] = []
     for i, v in enumerate(chain):
         nxt = chain[i + 1] if i + 1 < len(chain) else None
@@ -1289,7 +1421,7 @@ def build_patient(rng: np.random.Generator, region: str) -> Patient:
                 )
     if region == "cervical":
         solids.append(_c1(chain[0], rng, bone))
-        coarse, analytic = _neck(chain, rng)
+        coarse, analytic, airway_wall = _neck(chain, rng, findings.prevertebral_mm)
     else:
         coarse, analytic = _trunk(region, chain, rng)
         solids.append(
@@ -1355,4 +1487,6 @@ def build_patient(rng: np.random.Generator, region: str) -> Patient:
         first=first,
         last=last,
         osteoporotic=osteoporotic,
+        airway_wall=airway_wall,
+        findings=findings,
     )

@@ -23,6 +23,7 @@ from pacsnode.training.phantom.dicom import (
     build_dataset,
     patient_orientation,
 )
+from pacsnode.training.phantom.findings import draw_findings, findings_rng, readout_truth
 from pacsnode.training.phantom.render import Radiograph, render
 
 __all__ = ["TRUTH_SCHEMA", "Phantom", "make_phantom", "write_phantom"]
@@ -142,7 +143,9 @@ def make_phantom(
         region = REGIONS[int(scene_rng.integers(0, len(REGIONS)))]
     elif region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; expected one of {(*REGIONS, 'mixed')}")
-    scene = build_scene(scene_rng, region)
+    # The read-out's findings draw from a stream of their own and take nothing from the
+    # scene's, so a film without findings is drawn as it was before there were findings.
+    scene = build_scene(scene_rng, region, draw_findings(findings_rng(seed, index), region))
     scene.size_mm, acq = draw_acquisition(np.random.default_rng(acq_ss), scene.size_mm)
     spacing = acq.patient_spacing_mm
     if size_px is not None:
@@ -213,6 +216,13 @@ def _truth(
         "marker_burned_in": rad.burned_in,
         "partially_visible": scene.partial,
         "vertebrae": vertebrae,
+        "readout": readout_truth(
+            scene.vertebrae,
+            spacing_mm=s,
+            airway_wall=scene.airway_wall,
+            field_mm=scene.collimation,
+            findings=scene.findings,
+        ),
     }
 
 
