@@ -64,8 +64,17 @@ def _unit(vector: tuple[float, float], name: str) -> NDArray[np.float64]:
     return np.asarray(vector, np.float64) / norm
 
 
+OWN_FRAME_LIMIT_DEG = 35.0
+"""A body's own frame is used when it is within this of the spine's: beyond it the mask is
+more likely ragged than the body turned so far against its neighbours."""
+
+
 def body_heights(
-    mask: NDArray[np.bool_], axis: tuple[float, float], anterior: tuple[float, float]
+    mask: NDArray[np.bool_],
+    axis: tuple[float, float],
+    anterior: tuple[float, float],
+    *,
+    own_frame: bool = True,
 ) -> BodyHeights:
     """Corners, endplate midpoints and heights of the vertebral body in ``mask``.
 
@@ -87,6 +96,12 @@ def body_heights(
     pixel in a band one pixel wide either side of the line halfway between front and
     back. Points are pixel centres, so each height is about one pixel short of the
     outline's; that is below the annotation noise of a film.
+
+    With ``own_frame`` the body is measured a second time in its own frame: front along
+    the mean of its two fitted endplates, down square to that. A body tilted against the
+    spine's mean axis (the lumbar lordosis turns each body 10 to 15 degrees against the
+    next) otherwise has its corners found along the wrong diagonals, which slides them
+    along the endplates by millimetres.
 
     Raises
     ------
@@ -124,10 +139,30 @@ def body_heights(
 
     t_back = float(p_sup @ front + p_inf @ front) / 2
     t_front = float(a_sup @ front + a_inf @ front) / 2
-    plates = [
-        _endplate(s, t, upper, (t_back, t_front), along, front) for upper in (True, False)
-    ]
+    fits = [_endplate(s, t, upper, (t_back, t_front), along, front) for upper in (True, False)]
+    plates = [fit[0] if fit else None for fit in fits]
 
+    straight = [fit for fit in fits if fit is not None]
+    if straight:
+        # A plate that is not flat (C2's dens rising from its superior endplate, a
+        # crushed or bowed endplate) does not set the frame when a flatter one can.
+        flattest = min(rms for _, rms in straight)
+        straight = [fit for fit in straight if fit[1] <= max(2.0 * flattest, 1.5)]
+    if own_frame and straight:
+        endplates = [np.subtract(line[1], line[0]) for line, _ in straight]
+        body_front = sum(e / np.hypot(*e) for e in endplates)
+        if np.hypot(*body_front) > 1e-9:
+            body_front = body_front / np.hypot(*body_front)
+            body_down = np.array([-body_front[1], body_front[0]])
+            if body_down @ along < 0:
+                body_down = -body_down
+            if math.degrees(math.acos(min(1.0, float(body_down @ along)))) <= OWN_FRAME_LIMIT_DEG:
+                return body_heights(
+                    mask,
+                    (float(body_down[0]), float(body_down[1])),
+                    (float(body_front[0]), float(body_front[1])),
+                    own_frame=False,
+                )
     return BodyHeights(
         anterior_superior=pt(a_sup),
         anterior_inferior=pt(a_inf),
@@ -154,10 +189,11 @@ def _endplate(
     depth: tuple[float, float],
     along: NDArray[np.float64],
     front: NDArray[np.float64],
-) -> tuple[Point, Point] | None:
+) -> tuple[tuple[Point, Point], float] | None:
     """The superior (``upper``) or inferior endplate of a body's pixels as a line fitted
-    to the edge pixel of each one-pixel column across the body's depth; its ends lie at the
-    posterior and anterior walls (``depth``: their positions along ``front``)."""
+    to the edge pixel of each one-pixel column across the body's depth, and the fit's root
+    mean square residual in pixels; the line's ends lie at the posterior and anterior walls
+    (``depth``: their positions along ``front``)."""
     back, ahead = depth
     lo, hi = back + ENDPLATE_SPAN[0] * (ahead - back), back + ENDPLATE_SPAN[1] * (ahead - back)
     keep = (t >= min(lo, hi)) & (t <= max(lo, hi))
@@ -172,9 +208,10 @@ def _endplate(
     if len(columns) < 3:
         return None
     slope, offset = np.polyfit(columns, outer, 1)
+    rms = float(np.sqrt(np.mean((outer - (offset + slope * columns)) ** 2)))
     ends = []
     for position in (back, ahead):
         depth_s = offset + slope * position
         point = position * front + (-depth_s if upper else depth_s) * along
         ends.append((float(point[0]), float(point[1])))
-    return ends[0], ends[1]
+    return (ends[0], ends[1]), rms
