@@ -315,7 +315,7 @@ def _readout_report(tiers: dict[str, Any]) -> list[str]:
             cells += (
                 [f"{c['carried']}/{c['films']}", _num(c["mae_degrees"], 1)] if c else ["-", "-"]
             )
-        step = r["step_offs_mm"]["both_lines"]
+        step = r["step_offs_mm"]["step_off"]
         slip = r["slips"]["percent_points"]
         cells += [
             f"{_num(step['mean'])} / {_num(step['p95'])} ({r['step_offs_mm']['pairs']} pairs)",

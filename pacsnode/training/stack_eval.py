@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pacsnode.analysis.readout import FLAG_KINDS, ReadOut
+from pacsnode.analysis.readout import FLAG_KINDS, ReadOut, shared_step
 from pacsnode.analysis.stack import Stack
 from pacsnode.training.annotations import AnnotatedFilm, phantom_film
 from pacsnode.training.metrics import cohen_kappa
@@ -538,9 +538,11 @@ def readout_figures(scores: Sequence[FilmScore]) -> dict[str, Any]:
     steps = [(t, g) for r in read for _, t, g in r.steps]
     anterior = [g[0] - t[0] for t, g in steps]
     posterior = [g[1] - t[1] for t, g in steps]
+    shift = [shared_step(*g) - shared_step(*t) for t, g in steps]
     out["step_offs_mm"] = {
         "pairs": len(steps),
         "unmatched_read_pairs": sum(r.unmatched_pairs for r in read),
+        "step_off": _errors(shift),
         "both_lines": _errors(anterior + posterior),
         "anterior": _errors(anterior),
         "posterior": _errors(posterior),

@@ -4,7 +4,7 @@ slips and their grades, fitted endplates, the airway's edge, flags and the impre
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from pacsnode.analysis.readout import (
     build_readout,
     cobb_degrees,
     meyerding_grade,
+    shared_step,
     slip_percent,
     step_offs_between,
 )
@@ -248,3 +249,26 @@ def test_soft_tissue_over_the_limit_is_flagged() -> None:
     assert readout.soft_tissue[0].thickness == pytest.approx(9.0, abs=0.3)
     assert [f.kind for f in readout.flags] == ["soft_tissue"]
     assert "prevertebral soft tissue 9 mm at C2" in readout.impression
+
+
+@pytest.mark.parametrize(
+    ("anterior", "posterior", "shift"),
+    [(4.0, 3.5, 3.5), (-4.0, -5.0, -4.0), (4.0, -1.0, 0.0), (0.0, 6.0, 0.0)],
+)
+def test_the_step_off_is_the_shift_both_lines_share(anterior, posterior, shift) -> None:
+    assert shared_step(anterior, posterior) == pytest.approx(shift)
+
+
+def test_one_line_stepping_alone_is_a_corner_not_malalignment() -> None:
+    bodies = chain()
+    moved = bodies[3].heights
+    assert moved is not None
+    # C5's posterior-superior corner lost 5 mm under a pedicle: only the posterior line steps.
+    px, py = moved.posterior_superior
+    bodies[3] = Body(
+        "C5", True, bodies[3].centroid, replace(moved, posterior_superior=(px + 50, py))
+    )
+    readout = build_readout(bodies, None, 0.1)
+    step = next(s for s in readout.step_offs if s.level == "C4/C5")
+    assert abs(step.posterior) == pytest.approx(5.0) and step.largest == 0.0
+    assert readout.flags == () and readout.slips[2].grade == 0

@@ -24,6 +24,7 @@ from pacsnode.analysis.readout import (
     Corners,
     cobb_degrees,
     meyerding_grade,
+    shared_step,
     slip_percent,
     step_offs_between,
 )
@@ -352,7 +353,7 @@ def readout_truth(
         "malalignment": [
             f"{s['upper']}/{s['lower']}"
             for s in steps
-            if max(abs(s["anterior"]), abs(s["posterior"])) > STEP_OFF_LIMIT_MM
+            if abs(shared_step(s["anterior"], s["posterior"])) > STEP_OFF_LIMIT_MM
         ],
         "soft_tissue": [
             s["level"] for s in soft if s["thickness"] > SOFT_TISSUE_LEVELS[s["level"]]
