@@ -75,6 +75,7 @@ def body_heights(
     anterior: tuple[float, float],
     *,
     own_frame: bool = True,
+    frame_plate: str | None = None,
 ) -> BodyHeights:
     """Corners, endplate midpoints and heights of the vertebral body in ``mask``.
 
@@ -101,7 +102,8 @@ def body_heights(
     the mean of its two fitted endplates, down square to that. A body tilted against the
     spine's mean axis (the lumbar lordosis turns each body 10 to 15 degrees against the
     next) otherwise has its corners found along the wrong diagonals, which slides them
-    along the endplates by millimetres.
+    along the endplates by millimetres. ``frame_plate`` ("superior" or "inferior") names
+    the endplate that sets the frame, for a body known to have only one flat one (C2).
 
     Raises
     ------
@@ -143,7 +145,10 @@ def body_heights(
     plates = [fit[0] if fit else None for fit in fits]
 
     straight = [fit for fit in fits if fit is not None]
-    if straight:
+    if frame_plate is not None:  # the caller knows which endplate is flat (C2: the inferior)
+        chosen = fits[0 if frame_plate == "superior" else 1]
+        straight = [chosen] if chosen is not None else []
+    elif straight:
         # A plate that is not flat (C2's dens rising from its superior endplate, a
         # crushed or bowed endplate) does not set the frame when a flatter one can.
         flattest = min(rms for _, rms in straight)

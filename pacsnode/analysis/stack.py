@@ -436,7 +436,11 @@ def _measure(
     heights: BodyHeights | None
     try:
         measured = body_heights(
-            crop, (float(down[0]), float(down[1])), (float(front[0]), float(front[1]))
+            crop,
+            (float(down[0]), float(down[1])),
+            (float(front[0]), float(front[1])),
+            # C2's top is its dens: only its inferior endplate can frame it.
+            frame_plate="inferior" if named.identified and named.label == "C2" else None,
         )
         heights = _shifted(measured, float(c0), float(r0))
     except ValueError:
