@@ -286,8 +286,9 @@ def _readout_report(tiers: dict[str, Any]) -> list[str]:
         "",
         "On phantoms, whose truth is measured on the true corners by the read-out's own "
         "definitions. Cobb: films whose truth has the angle on which the read-out carries "
-        "it, and the mean absolute error there. Step-offs (both lines) and slips: mean / "
-        "95th percentile absolute error on read pairs matched to adjacent true pairs. "
+        "it, and the mean absolute error there. Step-offs (the shift both lines share) "
+        "and slips: mean / 95th percentile absolute error on read pairs matched to "
+        "adjacent true pairs. "
         "Kappas are linearly weighted (Genant over the matched vertebrae graded). Soft "
         "tissue: mean / 95th percentile error, films read of films with a true thickness.",
         "",
