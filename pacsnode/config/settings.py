@@ -1299,22 +1299,28 @@ def _build_notify(
             problems.append(f"{where}.url: missing")
         if "name" not in entry:
             values["name"] = f"notify-{index}"
-        name = values.get("name")
-        if name is not None:
-            if not _NAME.fullmatch(name):
-                problems.append(
-                    f"{where}.name: {name!r} is not a name (letters, digits, _ . -; "
-                    "at most 64, starting with a letter or digit)"
-                )
-            elif name.lower() in first_use:
-                problems.append(
-                    f"{where}.name: {name!r} is already used by {first_use[name.lower()]}"
-                )
-            else:
-                first_use[name.lower()] = where
+        _claim_name(where, values.get("name"), first_use, problems)
         if len(problems) == before:
             targets.append(NotifyTarget(**values))
     return tuple(targets)
+
+
+def _claim_name(
+    where: str, name: str | None, first_use: dict[str, str], problems: list[str]
+) -> None:
+    """Check a destination's or notify receiver's name and record it, so that no two share
+    one (case ignored): each is a delivery's destination in the queue."""
+    if name is None:
+        return
+    if not _NAME.fullmatch(name):
+        problems.append(
+            f"{where}.name: {name!r} is not a name (letters, digits, _ . -; "
+            "at most 64, starting with a letter or digit)"
+        )
+    elif name.lower() in first_use:
+        problems.append(f"{where}.name: {name!r} is already used by {first_use[name.lower()]}")
+    else:
+        first_use[name.lower()] = where
 
 
 def _convert_section(
@@ -1394,19 +1400,7 @@ def _build_destinations(
         values = _convert_section(where, entry, _DESTINATION_KEYS, problems)
         missing = [key for key in _DESTINATION_REQUIRED if key not in entry]
         problems.extend(f"{where}.{key}: missing" for key in missing)
-        name = values.get("name")
-        if name is not None:
-            if not _NAME.fullmatch(name):
-                problems.append(
-                    f"{where}.name: {name!r} is not a name (letters, digits, _ . -; "
-                    "at most 64, starting with a letter or digit)"
-                )
-            elif name.lower() in first_use:
-                problems.append(
-                    f"{where}.name: {name!r} is already used by {first_use[name.lower()]}"
-                )
-            else:
-                first_use[name.lower()] = where
+        _claim_name(where, values.get("name"), first_use, problems)
         _check_destination_tls(where, values, problems)
         if all(key in values for key in _DESTINATION_REQUIRED):
             destinations.append(Destination(**values))
