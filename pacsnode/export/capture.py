@@ -154,14 +154,11 @@ def build_spine_capture(
         series_number=series_number,
         sop_instance_uid=uids.sop_instance_uid,
         instance_number=1,
-        manufacturer=node.manufacturer,
+        **node.equipment,
         # Replaced by the film's own below: highdicom takes only single letters here.
         patient_orientation=("A", "F"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=SC_SERIES_DESCRIPTION,
-        manufacturer_model_name=node.model_name,
-        software_versions=node.software_versions,
-        device_serial_number=node.serial_number,
     )
     capture.PatientOrientation = header.get("PatientOrientation", "")
     capture.Laterality = header.get("Laterality", "")

@@ -87,6 +87,17 @@ class NodeIdentity:
         return pacsnode.__version__
 
     @property
+    def equipment(self) -> dict[str, str]:
+        """The General Equipment attributes every object the node builds carries, as
+        highdicom's builders take them."""
+        return {
+            "manufacturer": self.manufacturer,
+            "manufacturer_model_name": self.model_name,
+            "software_versions": self.software_versions,
+            "device_serial_number": self.serial_number,
+        }
+
+    @property
     def uid(self) -> UID:
         """Device Observer UID: the same for the same name and serial number."""
         return name_based_uid("device", self.name.replace("|", "/"), self.serial_number)

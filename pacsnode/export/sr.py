@@ -248,14 +248,11 @@ def build_spine_sr(
         series_number=series_number,
         sop_instance_uid=uids.sop_instance_uid,
         instance_number=1,
-        manufacturer=node.manufacturer,
+        **node.equipment,
         is_complete=True,
         is_final=False,
         is_verified=False,
         series_description=SR_SERIES_DESCRIPTION,
-        manufacturer_model_name=node.model_name,
-        software_versions=node.software_versions,
-        device_serial_number=node.serial_number,
         coding_schemes=[
             CodingSchemeIdentificationItem(
                 designator=LOCAL_SCHEME,

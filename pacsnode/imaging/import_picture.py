@@ -185,12 +185,9 @@ def wrap_picture(
         sop_class_uid=SecondaryCaptureImageStorage,
         instance_number=1,
         modality="OT",
-        manufacturer=node.manufacturer,
+        **node.equipment,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=description,
-        manufacturer_model_name=node.model_name,
-        software_versions=node.software_versions,
-        device_serial_number=node.serial_number,
         specific_character_set=charset,
     )
     # Patient and study: unknown, so Type 2 attributes empty.
