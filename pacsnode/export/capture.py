@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pacsnode.export._source import header_copy
 from pacsnode.export.identity import AlgorithmInfo, NodeIdentity
 from pacsnode.export.marks import film_marks, place, text_height
+from pacsnode.export.overlay import grey_picture
 from pacsnode.export.uids import ExportKind, export_uids
 
 if TYPE_CHECKING:
@@ -68,17 +69,9 @@ def render_capture(
         Shrink the picture so that its longer side is at most this; None keeps the film's
         size.
     """
-    image = np.asarray(film_image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"a film is 2-D (rows, cols), got shape {image.shape}")
-    rows, columns = image.shape
-    scale = 1.0
-    if max_side is not None and max(rows, columns) > max_side:
-        scale = max_side / max(rows, columns)
-    size = (max(1, round(columns * scale)), max(1, round(rows * scale)))  # PIL: (w, h)
-    grey = Image.fromarray(np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8))
-    if size != (columns, rows):
-        grey = grey.resize(size, Image.Resampling.BOX)
+    grey, scale = grey_picture(film_image, max_side)
+    rows, columns = np.shape(film_image)
+    size = grey.size
     picture = grey.convert("RGB")
     draw = ImageDraw.Draw(picture)
     height = text_height(rows, columns)

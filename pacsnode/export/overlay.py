@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_SIDE",
     "GRADED_COLOUR_RGB",
     "VERTEBRA_COLOUR_RGB",
+    "grey_picture",
     "render_overlay",
     "render_overlay_png",
 ]
@@ -34,6 +35,25 @@ DEFAULT_MAX_SIDE = 1024
 """Longest side of the picture in pixels; larger films are shrunk to it."""
 
 _TINT = 0.25  # how strongly the region is tinted, so the bone under it stays readable
+
+
+def grey_picture(
+    film_image: NDArray[np.floating], max_side: int | None
+) -> tuple[Image.Image, float]:
+    """The film (rows, cols) in [0, 1] as an 8-bit grey picture shrunk so that its longer
+    side is at most ``max_side`` (None keeps its size), and the scale applied."""
+    image = np.asarray(film_image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"a film is 2-D (rows, cols), got shape {image.shape}")
+    rows, cols = image.shape
+    scale = 1.0
+    if max_side is not None and max(rows, cols) > max_side:
+        scale = max_side / max(rows, cols)
+    size = (max(1, round(cols * scale)), max(1, round(rows * scale)))  # PIL: (width, height)
+    grey = Image.fromarray(np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8))
+    if size != (cols, rows):
+        grey = grey.resize(size, Image.Resampling.BOX)
+    return grey, scale
 
 
 def render_overlay(
@@ -65,21 +85,14 @@ def render_overlay(
     PIL.Image.Image
         An RGB picture; when nothing was found, the film alone, labelled so.
     """
-    image = np.asarray(film_image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"a film is 2-D (rows, cols), got shape {image.shape}")
+    grey, scale = grey_picture(film_image, max_side)
+    size = grey.size
     mask = np.asarray(localisation.mask, dtype=bool)
-    if mask.shape != image.shape:
-        raise ValueError(f"mask shape {mask.shape} does not match the film's {image.shape}")
-    rows, cols = image.shape
-    scale = 1.0
-    if max_side is not None and max(rows, cols) > max_side:
-        scale = max_side / max(rows, cols)
-    size = (max(1, round(cols * scale)), max(1, round(rows * scale)))  # PIL: (width, height)
-
-    grey = Image.fromarray(np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8))
-    if size != (cols, rows):
-        grey = grey.resize(size, Image.Resampling.BOX)
+    if mask.shape != np.shape(film_image):
+        raise ValueError(
+            f"mask shape {mask.shape} does not match the film's {np.shape(film_image)}"
+        )
+    if size != (mask.shape[1], mask.shape[0]):
         mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
     rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=2)
     colour = np.asarray(SPINE_COLOUR_RGB, dtype=np.float32)
