@@ -172,10 +172,12 @@ class JobLoop(_Loop):
                 raise FileNotFoundError("the film was deleted by retention; send it again")
             with self._lease_kept(job):
                 analysis = self.analyst.analyse(job.spool_path)
+                sends = 0
                 for result in analysis.results:
                     for destination in self.destinations:
                         if result.kind not in destination.send:
                             continue
+                        sends += 1
                         self.queue.add_delivery(
                             job.id,
                             destination=destination.name,
@@ -196,9 +198,7 @@ class JobLoop(_Loop):
             return True
         self.queue.succeed(job.id, self.worker_id)
         self.metrics.analysed(analysis.stages)
-        if analysis.results and self.destinations and self.on_results is not None:
-            self.on_results()
-        if alerts and self.on_results is not None:
+        if (sends or alerts) and self.on_results is not None:
             self.on_results()
         if analysis.results and not self.destinations:
             outcome, reason = Outcome.WARNING, f"{analysis.finding}; no destinations configured"
