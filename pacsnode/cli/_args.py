@@ -11,11 +11,26 @@ from typing import Any
 __all__ = [
     "add_run_arguments",
     "batch_bar",
+    "config_parent",
     "films_bar",
     "int_at_least",
     "run_options",
     "training_appearance",
 ]
+
+
+def config_parent() -> argparse.ArgumentParser:
+    """A parent parser with the ``--config`` option of every command that reads the node's
+    settings."""
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="the node's TOML file (default: the embedded defaults); PACSNODE_* "
+        "environment variables override it",
+    )
+    return config
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from pacsnode.cli._args import int_at_least
+from pacsnode.cli._args import config_parent, int_at_least
 from pacsnode.errors import JobStateError, PacsnodeError
 
 if TYPE_CHECKING:
@@ -49,14 +49,7 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
     sub
         The subparsers of the top-level ``pacsnode`` parser.
     """
-    config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config",
-        type=Path,
-        metavar="PATH",
-        help="the node's TOML file (default: the embedded defaults); PACSNODE_* "
-        "environment variables override it",
-    )
+    config = config_parent()
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument(
         "--json", action="store_true", help="machine-readable JSON (times ISO 8601 UTC)"

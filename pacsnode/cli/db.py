@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pacsnode.cli._args import config_parent
 from pacsnode.errors import PacsnodeError
 
 if TYPE_CHECKING:
@@ -22,14 +23,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 
 def add_db_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``db upgrade`` and ``db current`` to the ``pacsnode`` parser."""
-    config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config",
-        type=Path,
-        metavar="PATH",
-        help="the node's TOML file (default: the embedded defaults); PACSNODE_* "
-        "environment variables override it",
-    )
+    config = config_parent()
     parent = sub.add_parser("db", help="show or migrate the database's schema")
     verbs = parent.add_subparsers(dest="db_command", metavar="ACTION")
     verbs.required = True
