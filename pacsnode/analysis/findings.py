@@ -128,7 +128,7 @@ def read_findings(bodies: Sequence[BodyHeights]) -> list[Finding]:
     deformity. A body whose heights are all within 20 % of each other but which is low
     against its neighbours is read as a crush (flattened as a whole).
     """
-    tallest = [max(b.anterior, b.middle, b.posterior) for b in bodies]
+    tallest = [b.tallest for b in bodies]
     findings = []
     for i, body in enumerate(bodies):
         neighbours = tallest[max(0, i - 2) : i] + tallest[i + 1 : i + 3]

@@ -51,6 +51,11 @@ class BodyHeights:
     """The inferior endplate likewise."""
 
     @property
+    def tallest(self) -> float:
+        """The largest of the three heights."""
+        return max(self.anterior, self.middle, self.posterior)
+
+    @property
     def height_ratio(self) -> float:
         """Smallest height over largest: 1 for a normal body, lower for a wedge or crush."""
         heights = (self.anterior, self.middle, self.posterior)

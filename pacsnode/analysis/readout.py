@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from pacsnode.analysis.findings import Finding
 from pacsnode.analysis.measure import BodyHeights
+from pacsnode.analysis.naming import SPINE_ORDER
 
 __all__ = [
     "COBB_SPANS",
@@ -416,24 +417,16 @@ ADJACENT_PITCH = 1.75
 """Two bodies are neighbours (no body missed between them) when their centroids are less
 than this many mean body heights apart: a body and its disc span about 1.3 heights."""
 
-_SPINE_ORDER = (
-    *(f"C{i}" for i in range(1, 8)),
-    *(f"T{i}" for i in range(1, 13)),
-    *(f"L{i}" for i in range(1, 6)),
-    "S1",
-)
-
 
 def _adjacent(upper: _Body, lower: _Body) -> bool:
     assert upper.heights is not None and lower.heights is not None
     if upper.identified and lower.identified:
-        if upper.label not in _SPINE_ORDER or lower.label not in _SPINE_ORDER:
+        if upper.label not in SPINE_ORDER or lower.label not in SPINE_ORDER:
             return False
-        if _SPINE_ORDER.index(lower.label) - _SPINE_ORDER.index(upper.label) != 1:
+        if SPINE_ORDER.index(lower.label) - SPINE_ORDER.index(upper.label) != 1:
             return False
-    tall = [max(b.anterior, b.middle, b.posterior) for b in (upper.heights, lower.heights)]
     gap = math.dist(upper.centroid, lower.centroid)
-    return gap < ADJACENT_PITCH * (tall[0] + tall[1]) / 2
+    return gap < ADJACENT_PITCH * (upper.heights.tallest + lower.heights.tallest) / 2
 
 
 def _point(p: NDArray[np.float64]) -> Point:
@@ -541,13 +534,13 @@ def build_readout(
     scale = 1.0 if mm_per_pixel is None else float(mm_per_pixel)
     unit = "px" if mm_per_pixel is None else "mm"
     measured = [v for v in vertebrae if v.heights is not None]
-    corners = {id(v): corners_of(v.heights) for v in measured}  # type: ignore[arg-type]
-    named = {v.label: v for v in measured if v.identified}
+    corners = [corners_of(v.heights) for v in measured]  # type: ignore[arg-type]
+    named = {v.label: c for v, c in zip(measured, corners, strict=True) if v.identified}
 
     cobb = []
     for upper, upper_plate, lower, lower_plate in COBB_SPANS:
         if upper in named and lower in named:
-            a, b = corners[id(named[upper])], corners[id(named[lower])]
+            a, b = named[upper], named[lower]
             try:
                 degrees = cobb_degrees(a, upper_plate, b, lower_plate)
             except ValueError:
@@ -557,10 +550,9 @@ def build_readout(
             cobb.append(CobbAngle(upper, upper_plate, lower, lower_plate, degrees, line_a, line_b))  # type: ignore[arg-type]
 
     steps, slips = [], []
-    for upper, lower in itertools.pairwise(measured):
+    for (upper, a), (lower, b) in itertools.pairwise(zip(measured, corners, strict=True)):
         if not _adjacent(upper, lower):
             continue
-        a, b = corners[id(upper)], corners[id(lower)]
         try:
             anterior, posterior = step_offs_between(a, b)
             percent = slip_percent(a, b)
@@ -583,11 +575,12 @@ def build_readout(
         for level in SOFT_TISSUE_LEVELS:
             if level not in named:
                 continue
-            found = airway_distance(image, corners[id(named[level])])
+            found = airway_distance(image, named[level])
             if found is not None:
                 distance, wall = found
-                corner = corners[id(named[level])].anterior_inferior
-                soft.append(SoftTissue(level, distance * scale, corner, wall))
+                soft.append(
+                    SoftTissue(level, distance * scale, named[level].anterior_inferior, wall)
+                )
 
     flags = _flags(steps, slips, soft, measured, unit)
     return ReadOut(
