@@ -176,6 +176,26 @@ def test_a_c2_without_its_dens_is_doubted() -> None:
     assert "no dens" in doubt
 
 
+def test_a_c2_too_near_the_body_below_is_doubted() -> None:
+    # C2's body with C1's arch and the dens outlined above it as a body of its own: the
+    # "C2" on top sits near the next body, every name below would be one level off.
+    neck = name_chain(6, (0, "C2", 0.99))
+    sizes = [60.0, 48.0, 47.0, 48.0, 49.0, 48.0]
+    split = [
+        (100.0, 100.0),
+        (100.0, 143.0),
+        (100.0, 203.0),
+        (100.0, 263.0),
+        (100.0, 323.0),
+        (100.0, 383.0),
+    ]
+    doubt = naming_doubt(neck, (0, "C2", 0.99), None, sizes, split)
+    assert doubt is not None and "split in two" in doubt
+    whole = [(100.0, 80.0), *split[1:]]  # the dens lifts a whole C2's centre
+    assert naming_doubt(neck, (0, "C2", 0.99), None, sizes, whole) is None
+    assert naming_doubt(neck, (0, "C2", 0.99), None, sizes, None) is None  # not judged
+
+
 def test_a_gap_too_short_for_one_vertebra_is_crowded() -> None:
     from pacsnode.analysis.naming import crowded_gaps
 
