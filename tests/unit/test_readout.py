@@ -13,6 +13,7 @@ from skimage.draw import polygon2mask
 from pacsnode.analysis.findings import Deformity, Finding
 from pacsnode.analysis.measure import BodyHeights, body_heights
 from pacsnode.analysis.readout import (
+    AIRWAY_NEAREST,
     Corners,
     airway_distance,
     build_readout,
@@ -151,6 +152,19 @@ def test_the_airway_edge_is_found_in_front_of_the_body(distance: float) -> None:
     found = airway_distance(image, corners)
     assert found is not None
     assert found[0] == pytest.approx(distance, abs=2.0)
+
+
+def test_the_body_own_edge_is_not_the_wall_where_the_airway_lies_further() -> None:
+    # Corners found 16 px inside the body: its cortex falls into the soft tissue just in
+    # front of the corner, which reads as a wall unless the search starts further out.
+    image, _ = synthetic_neck(100.0)
+    inside = Corners((183.5, 150.5), (183.5, 249.5), (100.5, 150.5), (100.5, 249.5))
+    near = airway_distance(image, inside)
+    assert near is not None
+    assert near[0] == pytest.approx(16.0, abs=2.0)
+    far = airway_distance(image, inside, nearest=AIRWAY_NEAREST["C6"])
+    assert far is not None
+    assert far[0] == pytest.approx(116.0, abs=2.0)
 
 
 def test_no_airway_no_distance() -> None:
