@@ -11,7 +11,9 @@ the read-out's order:
    kyphosis, as a qualitative evaluation;
 2. a step-off per disc: anterior and posterior Distance (DCM 121206), Finding Sites the two
    vertebrae with Anterior (SCT 255549009) or Posterior (SCT 255551008), each inferred
-   from the pair of corners compared; the step's direction is left to the slip's sign;
+   from the pair of corners compared; then the step-off itself, the shift both lines
+   share (what is flagged over 3 mm), a third Distance with the two vertebrae as Finding
+   Sites and the Derivation SHARED-SHIFT; the step's direction is left to the slip's sign;
 3. a slip per disc: its percentage (negative for a retrolisthesis) and Meyerding grade,
    and from grade I the finding Spondylolisthesis (SCT 274152003);
 4. prevertebral soft tissue per level: a Distance whose Finding Site is the vertebra with
@@ -56,6 +58,7 @@ __all__ = [
     "MEYERDING_GRADE",
     "MEYERDING_GRADES",
     "SEVERITIES",
+    "SHARED_SHIFT",
     "SLIP_PERCENT",
     "SPONDYLOLISTHESIS",
     "STEP_OFF",
@@ -74,6 +77,9 @@ CURVATURES = {
     "kyphosis": Code("CURV-KYPHOSIS", LOCAL_SCHEME, "Kyphosis (endplates open posteriorly)"),
 }
 STEP_OFF = Code("STEP-OFF", LOCAL_SCHEME, "Step-off of the vertebral body lines")
+SHARED_SHIFT = Code("SHARED-SHIFT", LOCAL_SCHEME, "Shift shared by the vertebral body lines")
+"""The Derivation of a step-off group's own Distance: the shift both the anterior and the
+posterior line show (:func:`pacsnode.analysis.readout.shared_step`)."""
 SLIP_PERCENT = Code("SLIP-PERCENT", LOCAL_SCHEME, "Vertebral slip, % of the endplate below")
 """Negative for a retrolisthesis (:func:`pacsnode.analysis.readout.slip_percent`)."""
 MEYERDING_GRADE = Code("MEYERDING", LOCAL_SCHEME, "Meyerding grade")
@@ -169,7 +175,10 @@ def readout_groups(
         )
 
     def length(
-        value: float, sites: Sequence[hd.sr.FindingSite], *lines: hd.sr.CoordinatesForMeasurement
+        value: float,
+        sites: Sequence[hd.sr.FindingSite],
+        *lines: hd.sr.CoordinatesForMeasurement,
+        derivation: Code | None = None,
     ) -> hd.sr.Measurement:
         if readout.unit == "mm":
             unit, method = codes.UCUM.Millimeter, SPACING_METHODS.get(spacing.basis)
@@ -180,6 +189,7 @@ def readout_groups(
             value=abs(float(value)),
             unit=unit,
             method=method,
+            derivation=derivation,
             finding_sites=list(sites),
             referenced_coordinates=list(lines) or None,
         )
@@ -217,6 +227,9 @@ def readout_groups(
             measurements.append(
                 length(value, [s for s in sites if s is not None], line(upper, lower))
             )
+        measurements.append(
+            length(step.shift, _sites(step.upper, step.lower), derivation=SHARED_SHIFT)
+        )
         groups.append(
             group(
                 "step-off",

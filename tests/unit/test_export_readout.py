@@ -37,6 +37,7 @@ from pacsnode.export.readout import (
     CURVATURE,
     MALALIGNMENT,
     MEYERDING_GRADE,
+    SHARED_SHIFT,
     SLIP_PERCENT,
     SPONDYLOLISTHESIS,
     STEP_OFF,
@@ -223,7 +224,12 @@ def test_step_offs_and_soft_tissue_are_distances_in_mm_with_the_spacing(spacing:
     for step in reading.readout.step_offs:
         group = groups[f"Step-off {step.level}"]
         assert group.finding_type.value == STEP_OFF.value
-        anterior, posterior = group.get_measurements(name=codes.DCM.Distance)
+        anterior, posterior, shared = group.get_measurements(name=codes.DCM.Distance)
+        assert shared.value == pytest.approx(abs(step.shift), abs=1e-3)
+        assert shared.derivation.value == SHARED_SHIFT.value
+        assert [site for site, _ in sites(shared)] == [
+            getattr(codes.SCT, f"{label}Vertebra").value for label in (step.upper, step.lower)
+        ]
         for m, value, side in (
             (anterior, step.anterior, codes.SCT.Anterior),
             (posterior, step.posterior, codes.SCT.Posterior),
