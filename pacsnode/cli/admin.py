@@ -667,6 +667,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     }
                     for d, result in echoes
                 ],
+                "notify": [
+                    {"name": t.name, "url": _shown_url(t.url), "on": list(t.on)}
+                    for t in settings.notify
+                ],
             }
         )
         return EXIT_OK if ok else EXIT_ERROR
@@ -690,7 +694,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("destinations")
         rows = [[d.name, "ok" if r.ok else "FAILED", r.detail] for d, r in echoes]
         print(_indent(_table(["NAME", "ECHO", "DETAIL"], rows)))
+    if not settings.notify:
+        print("notify        none configured")
+    else:
+        print("notify        (alert receivers; not probed: a POST would be an alert)")
+        rows = [[t.name, _shown_url(t.url), ", ".join(t.on)] for t in settings.notify]
+        print(_indent(_table(["NAME", "URL", "ON"], rows)))
     return EXIT_OK if ok else EXIT_ERROR
+
+
+def _shown_url(url: str) -> str:
+    """A receiver's URL without what may hold a credential (its query and fragment; the
+    configuration refuses user info)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _senders(settings: Settings) -> str:

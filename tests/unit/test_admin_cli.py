@@ -369,6 +369,11 @@ name = "down"
 ae_title = "NOBODY"
 host = "127.0.0.1"
 port = {_closed_port()}
+
+[[notify]]
+name = "er-pager"
+url = "https://pager.example.org:8443/hook?token=abc"
+on = ["malalignment"]
 """
     path = tmp_path / ("all.toml" if with_down else "good.toml")
     path.write_text(
@@ -432,6 +437,9 @@ def test_status_counts_and_echoes(
     good = next(line for line in out.splitlines() if line.strip().startswith("good"))
     down = next(line for line in out.splitlines() if line.strip().startswith("down"))
     assert good.split()[1] == "ok" and down.split()[1] == "FAILED"
+    pager = next(line for line in out.splitlines() if line.strip().startswith("er-pager"))
+    assert pager.split()[1:] == ["https://pager.example.org:8443/hook", "malalignment"]
+    assert "token" not in out  # a query may hold a credential: not shown
 
     code, status = run_json(capsys, "status", "--config", str(config), "--timeout", "2")
     assert code == 1 and status["ok"] is False
@@ -446,7 +454,11 @@ def test_status_counts_and_echoes(
     ]
     assert status["destinations"][0]["status"] == 0
     assert status["node"]["ae_title"] == "ADMINTEST"
+    assert status["notify"] == [
+        {"name": "er-pager", "url": "https://pager.example.org:8443/hook", "on": ["malalignment"]}
+    ]
 
     good_only = _config(tmp_path, scp_port, with_down=False)
     code, out, _ = run(capsys, "status", "--config", str(good_only))
     assert code == 0 and "FAILED" not in out
+    assert "notify        none configured" in out
