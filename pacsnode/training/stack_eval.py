@@ -33,6 +33,7 @@ __all__ = [
     "match_masks",
     "readout_figures",
     "regression_figures",
+    "regression_readout",
     "score_film",
     "summarise",
 ]
@@ -588,8 +589,9 @@ def regression_figures(
     appearance: str = "classic",
 ) -> dict[str, Any]:
     """The figures a regression run records and checks: detection, Dice, naming (with the
-    header's region as the node reads it), region and the labels given, on phantoms
-    ``seed``-``start`` … of the given size and appearance."""
+    header's region as the node reads it), region, the labels given and the read-out's
+    errors against the truth (:func:`regression_readout`), on phantoms ``seed``-``start`` …
+    of the given size and appearance."""
     from pacsnode.analysis.naming import references_for
     from pacsnode.training.phantom import make_phantom
     from pacsnode.training.phantom.dicom import body_part_examined
@@ -619,4 +621,25 @@ def regression_figures(
         "region_sensitivity": summary["region"]["sensitivity"]["mean"],
         "region_specificity": summary["region"]["specificity"]["mean"],
         "labels": labels,
+        "readout": regression_readout(summary["readout"]),
+    }
+
+
+def regression_readout(readout: Mapping[str, Any]) -> dict[str, Any]:
+    """The read-out figures a regression run holds (from :func:`readout_figures`): films
+    read, step-off pairs and the mean step-off error (mm), the mean slip error (percentage
+    points), and the prevertebral soft-tissue readings and their mean error (mm); NaN
+    where there is nothing to measure."""
+    if not readout.get("available"):
+        return {"films_read": 0}
+    soft = readout["soft_tissue"].values()
+    errors = [(v["read"], v["error_mm"]["mean"]) for v in soft if v["read"]]
+    read = sum(n for n, _ in errors)
+    return {
+        "films_read": readout["films_read"],
+        "step_off_pairs": readout["step_offs_mm"]["pairs"],
+        "step_off_error_mm": readout["step_offs_mm"]["step_off"]["mean"],
+        "slip_error_points": readout["slips"]["percent_points"]["mean"],
+        "soft_tissue_read": read,
+        "soft_tissue_error_mm": sum(n * e for n, e in errors) / read if read else float("nan"),
     }

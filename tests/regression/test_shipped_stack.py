@@ -17,6 +17,8 @@ from pacsnode.training.stack_eval import regression_figures
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 TOLERANCE = 0.02  # absolute, on fractions
+MM_TOLERANCE = 0.2  # absolute, on mean read-out errors in mm
+POINTS_TOLERANCE = 1.0  # absolute, on the mean slip error in percentage points
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,20 @@ def test_the_shipped_stack_reproduces_its_recorded_figures(record, stack) -> Non
         a == b for a, b in zip(measured["labels"], recorded["figures"]["labels"], strict=True)
     )
     assert same >= len(recorded["figures"]["labels"]) - 1  # one film may differ by rounding
+    _readout_holds(measured["readout"], recorded["figures"]["readout"])
+
+
+def _readout_holds(measured: dict, recorded: dict) -> None:
+    """The ER read-out's errors against the truth are no worse than recorded."""
+    assert measured["films_read"] == recorded["films_read"]
+    if not recorded["films_read"]:
+        return
+    assert abs(measured["step_off_pairs"] - recorded["step_off_pairs"]) <= 1
+    assert measured["step_off_error_mm"] <= recorded["step_off_error_mm"] + MM_TOLERANCE
+    assert measured["slip_error_points"] <= recorded["slip_error_points"] + POINTS_TOLERANCE
+    assert measured["soft_tissue_read"] >= recorded["soft_tissue_read"] - 1
+    if recorded["soft_tissue_read"]:
+        assert measured["soft_tissue_error_mm"] <= recorded["soft_tissue_error_mm"] + MM_TOLERANCE
 
 
 def test_out_of_family_figures_hold(record, stack) -> None:
@@ -87,3 +103,4 @@ def test_out_of_family_figures_hold(record, stack) -> None:
     for key in ("recall", "precision", "dice", "identification_accuracy", "region_sensitivity"):
         assert measured[key] == pytest.approx(figures[key], abs=TOLERANCE), key
     assert measured["wrong_name_rate"] <= figures["wrong_name_rate"] + TOLERANCE
+    _readout_holds(measured["readout"], figures["readout"])
