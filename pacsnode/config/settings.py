@@ -587,6 +587,9 @@ class NotifyTarget:
     headers
         (name, value) pairs sent with every POST, e.g. an ``Authorization`` token; the
         values are kept out of ``repr``.
+    ca_certificates
+        PEM file of the CA certificates an ``https`` receiver is verified against instead
+        of the system's trust store (a hospital's own CA); None: the system's.
     """
 
     name: str
@@ -595,6 +598,7 @@ class NotifyTarget:
     timeout_seconds: float = NOTIFY_TIMEOUT_SECONDS
     max_attempts: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    ca_certificates: Path | None = None
 
     def __repr__(self) -> str:
         # Header values are often credentials: keep them out of logs and tracebacks.
@@ -1189,6 +1193,7 @@ _NOTIFY_KEYS: Final[Mapping[str, _Converter]] = {
     "timeout_seconds": _seconds,
     "max_attempts": _integer(1),
     "headers": _headers,
+    "ca_certificates": _path,
 }
 _TABLE_LISTS: Final = ("destinations", "priority", "notify")
 """Sections that are arrays of tables ([[name]]), from the file only (destinations and
@@ -1300,6 +1305,13 @@ def _build_notify(
         if "name" not in entry:
             values["name"] = f"notify-{index}"
         _claim_name(where, values.get("name"), first_use, problems)
+        ca = values.get("ca_certificates")
+        if ca is not None:
+            if not str(values.get("url", "")).lower().startswith("https:"):
+                problems.append(f"{where}.ca_certificates: given for a URL that is not https")
+            else:
+                files = check_files(certificate=None, private_key=None, ca_certificates=ca)
+                problems.extend(f"{where}.{key}: {problem}" for key, problem in files.items())
         if len(problems) == before:
             targets.append(NotifyTarget(**values))
     return tuple(targets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
@@ -157,6 +158,13 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER: Final = urllib.request.build_opener(_NoRedirect)
 
 
+def _opener_trusting(ca_certificates: Path) -> urllib.request.OpenerDirector:
+    """An opener that verifies https receivers against ``ca_certificates`` (PEM) and their
+    host name, and follows no redirect."""
+    context = ssl.create_default_context(cafile=str(ca_certificates))
+    return urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+
+
 def post_alert(path: Path, target: NotifyTarget) -> PostResult:
     """POST the alert file at ``path`` to ``target``'s URL, once.
 
@@ -170,8 +178,20 @@ def post_alert(path: Path, target: NotifyTarget) -> PostResult:
     for name, value in target.headers:
         request.add_header(name, value)
     request.add_header("Content-Type", "application/json")
+    opener = _OPENER
+    if target.ca_certificates is not None:
+        try:
+            opener = _opener_trusting(target.ca_certificates)
+        except OSError as error:  # ssl.SSLError too: the file went or changed since start
+            reason = getattr(error, "strerror", None) or str(error)
+            return PostResult(
+                False,
+                None,
+                f"{target.name}: CA certificates {target.ca_certificates} cannot be loaded "
+                f"({reason})",
+            )
     try:
-        with _OPENER.open(request, timeout=target.timeout_seconds) as response:
+        with opener.open(request, timeout=target.timeout_seconds) as response:
             status = response.status
             response.read(_BODY_CHARS)  # a server may wait for its answer to be read
     except urllib.error.HTTPError as error:

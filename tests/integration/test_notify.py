@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from pacsnode.worker import Analysis, DeliveryLoop, JobLoop, ResultFile
 from pacsnode.worker.retention import result_directory
 from tests.films import make_film, to_bytes
 from tests.integration.test_listener import free_port
+from tests.tls import Leaf, make_certificates
 
 ACCESSION = "ACC77120"
 FRACTURE = Flag("fracture_grade3", "L1", "high", "L1 grade 3 deformity (wedge)")
@@ -46,7 +48,8 @@ class Receiver:
         self.delay = 0.0
         self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> None:
+    def start(self, tls: Leaf | None = None) -> None:
+        """Serve; over TLS with ``tls``'s certificate (for ``localhost``) when given."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,6 +70,11 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.certificate, tls.private_key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}/alerts"
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
@@ -319,6 +327,33 @@ def test_a_receiver_too_slow_to_answer_is_retried(tmp_path: Path, receiver: Rece
     assert time.monotonic() - started < 0.9
     assert (result.ok, result.status, result.retryable) == (False, None, True)
     assert "not reached" in result.detail and "timed out" in result.detail
+
+
+def test_an_https_receiver_is_verified_against_the_configured_ca(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    pki = make_certificates(tmp_path / "pki")
+    leaf = pki.ca.issue("localhost")
+    receiver.start(tls=leaf)
+    alert = tmp_path / "alert.json"
+    write_alert(alert, {"format": "test"})
+
+    result = post_alert(alert, _target(receiver, ca_certificates=pki.ca.certificate))
+    assert (result.ok, result.status) == (True, 200)
+    assert len(receiver.posts) == 1
+
+    # The system's trust store, or another CA, does not know the hospital's CA: not sent,
+    # and retried (the administrator may fix the configuration).
+    for ca in (None, pki.other_ca.certificate):
+        result = post_alert(alert, _target(receiver, ca_certificates=ca))
+        assert (result.ok, result.status, result.retryable) == (False, None, True)
+        assert "certificate verify failed" in result.detail
+    assert len(receiver.posts) == 1
+
+    gone = tmp_path / "gone.pem"
+    result = post_alert(alert, _target(receiver, ca_certificates=gone))
+    assert (result.ok, result.retryable) == (False, True)
+    assert f"CA certificates {gone} cannot be loaded" in result.detail
 
 
 def test_the_admin_cli_shows_and_resends_an_alert(

@@ -169,6 +169,50 @@ def test_every_mistake_is_named(tmp_path: Path) -> None:
     assert "notify[5].colour: unknown key" in found
 
 
+def test_a_receivers_own_ca_is_for_https_and_must_load(tmp_path: Path) -> None:
+    from tests.tls import make_certificates
+
+    pki = make_certificates(tmp_path / "pki")
+    path = write(
+        tmp_path,
+        f"""
+        [[notify]]
+        url = "https://alerts.hospital.example/x"
+        ca_certificates = "{pki.ca.certificate}"
+        """,
+    )
+    (target,) = load_settings(path, {}).notify
+    assert target.ca_certificates == pki.ca.certificate
+    assert (
+        load_settings(None, {"PACSNODE_NOTIFY__0__URL": "https://a.example"})
+        .notify[0]
+        .ca_certificates
+        is None
+    )  # the system's trust store
+
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    path = write(
+        tmp_path,
+        """
+        [[notify]]
+        url = "http://alerts.hospital.example/x"
+        ca_certificates = "pki/Hospital-ca.pem"
+
+        [[notify]]
+        url = "https://alerts.hospital.example/x"
+        ca_certificates = "missing.pem"
+
+        [[notify]]
+        url = "https://alerts.hospital.example/y"
+        ca_certificates = "junk.pem"
+        """,
+    )
+    found = problems(path)
+    assert "notify[0].ca_certificates: given for a URL that is not https" in found
+    assert f"notify[1].ca_certificates: {tmp_path / 'missing.pem'}: no such file" in found
+    assert any(p.startswith("notify[2].ca_certificates: ") and "no PEM" in p for p in found)
+
+
 def test_header_values_are_checked_without_being_echoed(tmp_path: Path) -> None:
     path = write(
         tmp_path,
