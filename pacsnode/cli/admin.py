@@ -469,10 +469,22 @@ def _cmd_retry(args: argparse.Namespace) -> int:
             delivery = node.queue.get_delivery(args.delivery)
             job_id = None if delivery is None else delivery.job_id
             job = None if job_id is None else node.queue.get(job_id)
+            # An alert keeps its receiver's own bound on attempts, as when it was queued.
+            receiver = next(
+                (
+                    t
+                    for t in node.settings.notify
+                    if delivery is not None
+                    and delivery.kind == "notify"
+                    and t.name.lower() == delivery.destination.lower()
+                ),
+                None,
+            )
+            bound = None if receiver is None else receiver.max_attempts
             sent = _administer(
                 node,
                 "retry",
-                lambda: node.queue.retry_delivery(args.delivery),
+                lambda: node.queue.retry_delivery(args.delivery, max_attempts=bound),
                 job=job,
                 job_id=job_id,
                 details={"delivery_id": args.delivery},

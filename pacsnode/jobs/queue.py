@@ -1014,8 +1014,9 @@ class JobQueue:
             session.flush()
             return Delivery.of(record)
 
-    def retry_delivery(self, delivery_id: int) -> Delivery:
-        """Make a DEAD or FAILED delivery PENDING again, due now, with fresh attempts.
+    def retry_delivery(self, delivery_id: int, *, max_attempts: int | None = None) -> Delivery:
+        """Make a DEAD or FAILED delivery PENDING again, due now, with fresh attempts:
+        ``max_attempts`` of them (its receiver's own bound), or the delivery policy's.
 
         Raises
         ------
@@ -1037,7 +1038,9 @@ class JobQueue:
                 )
             record.status = DeliveryStatus.PENDING
             record.attempts = 0
-            record.max_attempts = self._delivery_policy.max_attempts
+            record.max_attempts = (
+                self._delivery_policy.max_attempts if max_attempts is None else max_attempts
+            )
             record.not_before = now
             _end_lease(record, now)
             session.flush()

@@ -368,15 +368,19 @@ def test_the_admin_cli_shows_and_resends_an_alert(
 
     receiver.answers = [(404, b"no such hook")]
     receiver.start()
-    node = Node(tmp_path, engine, _target(receiver))
+    node = Node(tmp_path, engine, _target(receiver, max_attempts=3))
     job = node.receive(film)
     assert node.jobs.step()
     dead = node.send_when_due()
-    assert dead.status is DeliveryStatus.DEAD
+    assert dead.status is DeliveryStatus.DEAD and dead.max_attempts == 3
     for name in [n for n in os.environ if n.upper().startswith("PACSNODE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("PACSNODE_STORAGE__DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PACSNODE_DATABASE__URL", f"sqlite:///{tmp_path / 'queue.db'}")
+    # The node's configuration names the receiver, with its own bound on attempts.
+    monkeypatch.setenv("PACSNODE_NOTIFY__0__NAME", "er-pager")
+    monkeypatch.setenv("PACSNODE_NOTIFY__0__URL", receiver.url)
+    monkeypatch.setenv("PACSNODE_NOTIFY__0__MAX_ATTEMPTS", "3")
     capsys.readouterr()
 
     assert main(["queue", "show", str(job.id)]) == 0
@@ -386,6 +390,7 @@ def test_the_admin_cli_shows_and_resends_an_alert(
     assert "HTTP 404" in deliveries
 
     assert main(["queue", "retry", "--delivery", str(dead.id)]) == 0
-    assert "(notify of job" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(notify of job" in out and "pending again, 3 attempts" in out
     sent = node.send_when_due()
     assert sent.status is DeliveryStatus.SENT and len(receiver.posts) == 2
