@@ -464,23 +464,20 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
+    from pacsnode.export.notify import NOTIFY_KIND
+
     with _open(args, write=True) as node:
         if args.delivery is not None:
             delivery = node.queue.get_delivery(args.delivery)
             job_id = None if delivery is None else delivery.job_id
             job = None if job_id is None else node.queue.get(job_id)
-            # An alert keeps its receiver's own bound on attempts, as when it was queued.
-            receiver = next(
-                (
-                    t
-                    for t in node.settings.notify
-                    if delivery is not None
-                    and delivery.kind == "notify"
-                    and t.name.lower() == delivery.destination.lower()
-                ),
-                None,
-            )
-            bound = None if receiver is None else receiver.max_attempts
+            # An alert keeps its receiver's own bound on attempts, as when it was queued;
+            # the receiver is found by name, as the delivery loop finds it.
+            bound = None
+            if delivery is not None and delivery.kind == NOTIFY_KIND:
+                receivers = {t.name: t for t in node.settings.notify}
+                receiver = receivers.get(delivery.destination)
+                bound = None if receiver is None else receiver.max_attempts
             sent = _administer(
                 node,
                 "retry",
