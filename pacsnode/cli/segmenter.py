@@ -51,6 +51,13 @@ def add_segmenter_commands(model_parser: Callable[..., argparse.ArgumentParser])
         "UNet against UNet-S experiment) or from the outline's extent along and across "
         "the spine (outline: what the detector learns and the node gives the segmenter)",
     )
+    tr.add_argument(
+        "--reference-repeat",
+        type=int_at_least(1),
+        default=1,
+        help="draw each C2 and S1 training patch this many times per epoch (1): the "
+        "references are rare and unlike their neighbours (C2's dens, the sacrum)",
+    )
     tr.add_argument("--train-seed", type=int_at_least(0), default=TRAIN_SEED)
     tr.add_argument("--n-train", type=int_at_least(1), default=300, help="phantom films (300)")
     tr.add_argument("--val-seed", type=int_at_least(0), default=VAL_SEED)
@@ -168,8 +175,17 @@ def _train_on_folder(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, sets: dict[str, Any], data: dict[str, Any]) -> int:
-
+    from pacsnode.analysis.naming import REFERENCES
+    from pacsnode.training.segmenter.data import repeat_labels
     from pacsnode.training.segmenter.train import SegmenterConfig, train_segmenter
+
+    if args.reference_repeat > 1:
+        sets = {**sets, "train": repeat_labels(sets["train"], REFERENCES, args.reference_repeat)}
+        data = {
+            **data,
+            "reference_repeat": args.reference_repeat,
+            "train_draws": len(sets["train"]),
+        }
 
     cfg = SegmenterConfig(
         shape_aware=args.shape_aware,

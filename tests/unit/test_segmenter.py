@@ -13,7 +13,13 @@ from pacsnode.cli.main import main
 from pacsnode.training.metrics import dice_coefficient
 from pacsnode.training.phantom import make_phantom
 from pacsnode.training.phantom.geometry import polygon_mask
-from pacsnode.training.segmenter import Jitter, phantom_patches, vertebra_frame
+from pacsnode.training.segmenter import (
+    Jitter,
+    PatchSet,
+    phantom_patches,
+    repeat_labels,
+    vertebra_frame,
+)
 
 SEED = 424_250  # a test-only phantom seed
 
@@ -59,12 +65,35 @@ def test_sets_are_reproducible_and_frames_follow_the_truth(patches) -> None:
     assert dice_coefficient(film_mask, polygon_mask(outline, (600, 600))) > 0.95
 
 
+def test_reference_patches_are_drawn_more_often() -> None:
+    labels = ["C2", "C3", "C4", "L5", "S1"]
+    images = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 4, 4), np.float32)
+    patches = PatchSet(
+        images,
+        (images > 1).astype(np.uint8),
+        [np.full((3, 2), i, float) for i in range(5)],
+        [float(i) for i in range(5)],
+        [(f"case-{i}", label) for i, label in enumerate(labels)],
+    )
+    more = repeat_labels(patches, ("C2", "S1"), 3)
+    assert [label for _, label in more.cases] == [*labels, "C2", "S1", "C2", "S1"]
+    # Each repeat is its own patch, target and outline, not a neighbour's.
+    for image, mask, outline, scale, (case, _) in zip(
+        more.images, more.masks, more.outlines, more.scales, more.cases, strict=True
+    ):
+        k = int(case.split("-")[1])
+        assert image[0, 0] == k and mask[0, 0] == (k > 1) and outline[0, 0] == k == scale
+    assert repeat_labels(patches, ("C2", "S1"), 1) is patches
+    with pytest.raises(ValueError, match="at least 1"):
+        repeat_labels(patches, ("C2",), 0)
+
+
 def test_cli_trains_resumes_and_compares(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     common = ["--n-train", "3", "--n-val", "1", "--render-px", "500", "--threads", "1"]
     common += ["--batch-size", "8", "--quiet"]
-    for name, extra in (("unet", []), ("unet-s", ["--shape-aware"])):
+    for name, extra in (("unet", ["--reference-repeat", "3"]), ("unet-s", ["--shape-aware"])):
         out = tmp_path / name
         argv = ["train", "segmenter", *extra, *common, "--out", str(out)]
         assert main([*argv, "--epochs", "1"]) == 0
@@ -73,7 +102,13 @@ def test_cli_trains_resumes_and_compares(
         manifest = json.loads((out / "segmenter.json").read_text())
         assert manifest["name"] == name
         assert len(manifest["training"]["history"]) == (2 if name == "unet-s" else 1)
-        assert manifest["training"]["data"]["train"]["seed"] == 1000
+        data = manifest["training"]["data"]
+        assert data["train"]["seed"] == 1000
+        if name == "unet":  # the references drawn three times: at least the patches
+            assert data["reference_repeat"] == 3
+            assert data["train_draws"] >= data["train"]["patches"]
+        else:
+            assert "reference_repeat" not in data
     assert (
         main(
             [

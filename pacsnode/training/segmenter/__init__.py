@@ -7,6 +7,7 @@ from pacsnode.training.segmenter.data import (
     PatchSet,
     normalise_patch,
     phantom_patches,
+    repeat_labels,
     vertebra_frame,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "PatchSet",
     "normalise_patch",
     "phantom_patches",
+    "repeat_labels",
     "vertebra_frame",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "normalise_patch",
     "outline_on_film",
     "phantom_patches",
+    "repeat_labels",
     "vertebra_frame",
 ]
 
@@ -125,6 +126,28 @@ class PatchSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def repeat_labels(patches: PatchSet, labels: tuple[str, ...], times: int) -> PatchSet:
+    """``patches`` with every patch of a vertebra named in ``labels`` present ``times``
+    times (each epoch then draws it that often, under fresh augmentation).
+
+    C2 and S1 are rare (one body of each in a cervical or lumbar film) and unlike their
+    neighbours: C2 carries the dens, S1 the sacrum. A segmenter that cuts C2's dens makes
+    the naming's dens check abstain on a true C2."""
+    if times < 1:
+        raise ValueError(f"times must be at least 1, got {times}")
+    keep = [i for i, (_, label) in enumerate(patches.cases) if label in labels]
+    if times == 1 or not keep:
+        return patches
+    order = list(range(len(patches))) + keep * (times - 1)
+    return PatchSet(
+        patches.images[order],
+        patches.masks[order],
+        [patches.outlines[i] for i in order],
+        [patches.scales[i] for i in order],
+        [patches.cases[i] for i in order],
+    )
 
 
 def outline_on_film(outline: NDArray[np.float64], shape: tuple[int, int]) -> bool:
