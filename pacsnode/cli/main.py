@@ -66,12 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ph.add_argument(
         "--appearance",
-        default="classic",
         help=(
-            "2-D renderer's appearance family: classic (default), flat, enhanced, cr-grid, "
-            "export, the held-out scanned (for test sets only), or randomised (a training "
-            "family per film)"
+            "appearance family: classic (the 2-D renderer's default), flat, enhanced, "
+            "cr-grid, export, the held-out scanned (for test sets only), or randomised (a "
+            "training family per film); with --renderer drr also drr, that renderer's own "
+            "held-out processing (its default)"
         ),
+    )
+    ph.add_argument(
+        "--size-px",
+        type=int_at_least(200),
+        help="render with the film's long side at this many pixels (default: the "
+        "detector's pitch); training reduces films to 800 px anyway",
     )
     ph.add_argument(
         "--renderer",
@@ -329,16 +335,18 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
     from pacsnode.training.phantom import make_drr_phantom, make_phantom, write_phantom
     from pacsnode.training.phantom.appearance import ALL_FAMILIES, RANDOMISED
+    from pacsnode.training.phantom.drr import NATIVE
 
-    if args.appearance not in (RANDOMISED, *ALL_FAMILIES):
+    native = NATIVE if args.renderer == "drr" else "classic"
+    appearance = args.appearance or native
+    allowed = (RANDOMISED, *ALL_FAMILIES, *((NATIVE,) if args.renderer == "drr" else ()))
+    if appearance not in allowed:
         raise PacsnodeError(
-            f"unknown appearance {args.appearance!r}; expected {RANDOMISED!r} or one of "
-            f"{ALL_FAMILIES}"
+            f"unknown appearance {appearance!r} for the {args.renderer} renderer; expected "
+            f"one of {allowed}"
         )
-    if args.renderer == "drr":
-        make = make_drr_phantom
-    else:
-        make = functools.partial(make_phantom, appearance=args.appearance)
+    renderer = make_drr_phantom if args.renderer == "drr" else make_phantom
+    make = functools.partial(renderer, appearance=appearance, size_px=args.size_px)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise PacsnodeError(f"--out {out} exists and is not a directory")
@@ -372,6 +380,8 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         "n": args.n,
         "region": args.region,
         "renderer": args.renderer,
+        "appearance": appearance,
+        "size_px": args.size_px,
         "cases": written,
     }
     (out / f"phantoms-seed{args.seed}.json").write_text(json.dumps(manifest, indent=1))

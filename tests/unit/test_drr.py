@@ -19,7 +19,8 @@ from pacsnode.cli.main import main
 from pacsnode.training.annotations import phantom_film, read_folder
 from pacsnode.training.phantom import REGIONS, genant_grade, make_drr_phantom, make_phantom
 from pacsnode.training.phantom.anatomy import SPINE_ORDER
-from pacsnode.training.phantom.drr import ConeBeam, RayGrid, line_integrals
+from pacsnode.training.phantom.appearance import TRAINING_FAMILIES
+from pacsnode.training.phantom.drr import NATIVE, ConeBeam, RayGrid, line_integrals
 from pacsnode.training.phantom.drr_anatomy import (
     IDENTITY,
     Blob,
@@ -42,6 +43,37 @@ def test_same_case_same_film() -> None:
     assert a.truth == b.truth
     c = make_drr_phantom(11, 3, "lumbar", size_px=SMALL)
     assert c.truth["vertebrae"] != a.truth["vertebrae"]
+
+
+def test_a_training_family_presents_the_same_projection() -> None:
+    native = make_drr_phantom(11, 2, "lumbar", size_px=SMALL)
+    seen = set()
+    for index in range(4):
+        other = make_drr_phantom(11, index, "lumbar", size_px=SMALL, appearance="randomised")
+        family = other.truth["appearance"]
+        assert family in TRAINING_FAMILIES and other.appearance.family == family
+        seen.add(family)
+        if index != 2:
+            continue
+        # The patient, pose and truth are the native film's; only the processing differs.
+        assert other.truth["vertebrae"] == native.truth["vertebrae"]
+        assert other.radiograph.display.shape == native.radiograph.display.shape
+        assert not np.array_equal(other.radiograph.display, native.radiograph.display)
+    assert native.truth["appearance"] == NATIVE == native.appearance.family
+    again = make_drr_phantom(11, 1, "lumbar", size_px=SMALL, appearance="randomised")
+    assert (
+        again.truth
+        == make_drr_phantom(11, 1, "lumbar", size_px=SMALL, appearance="randomised").truth
+    )
+    # Bone stays bright under a 2-D family's chain: each body outshines the band around it.
+    film = make_drr_phantom(11, 2, "lumbar", size_px=SMALL, appearance="flat")
+    display = film.radiograph.display
+    for vertebra in film.truth["vertebrae"]:
+        body = polygon_mask(np.asarray(vertebra["outline"]), display.shape)
+        band = binary_dilation(body, iterations=3) & ~body
+        assert display[body].mean() > display[band].mean()
+    with pytest.raises(ValueError, match="unknown appearance"):
+        make_drr_phantom(11, 2, "lumbar", size_px=SMALL, appearance="glossy")
 
 
 def test_truth_has_the_phantom_schema() -> None:
@@ -224,6 +256,19 @@ def test_cli_writes_a_drr_case(written: Path) -> None:
     truth = json.loads((written / "3-00000.json").read_text())
     assert truth["renderer"] == "drr" and truth["vertebrae"][0]["label"] == "C2"
     assert json.loads((written / "phantoms-seed3.json").read_text())["renderer"] == "drr"
+
+
+def test_cli_writes_drr_cases_in_a_training_family(tmp_path: Path) -> None:
+    argv = ["phantom", "--renderer", "drr", "--n", "1", "--seed", "3", "--region", "cervical"]
+    argv += ["--appearance", "export", "--size-px", "300", "--no-preview", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    truth = json.loads((tmp_path / "3-00000.json").read_text())
+    assert truth["appearance"] == "export" and max(truth["rows"], truth["columns"]) == 300
+    manifest = json.loads((tmp_path / "phantoms-seed3.json").read_text())
+    assert manifest["appearance"] == "export" and manifest["size_px"] == 300
+    # The DRR's own look belongs to that renderer only.
+    bad = ["phantom", "--n", "1", "--seed", "3", "--appearance", "drr", "--quiet"]
+    assert main([*bad, "--out", str(tmp_path / "bad")]) != 0
 
 
 def test_dicom_passes_dciodvfy(written: Path) -> None:

@@ -9,7 +9,7 @@ top-left pixel, measured in the isocentre plane (the patient plane of the DICOM 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,14 @@ from scipy.ndimage import affine_transform, gaussian_filter, map_coordinates
 from skimage.measure import find_contours
 
 from pacsnode.training.phantom.anatomy import REGIONS, Scene, VertebraTruth
-from pacsnode.training.phantom.appearance import Appearance
+from pacsnode.training.phantom.appearance import (
+    ALL_FAMILIES,
+    RANDOMISED,
+    Appearance,
+    draw_appearance,
+    finish_display,
+    grid_field,
+)
 from pacsnode.training.phantom.drr_anatomy import (
     Column,
     Ellipsoid,
@@ -35,7 +42,20 @@ from pacsnode.training.phantom.generate import Phantom, _truth, draw_acquisition
 from pacsnode.training.phantom.geometry import nearest_vertex, resample_closed, signed_area
 from pacsnode.training.phantom.render import Radiograph
 
-__all__ = ["ConeBeam", "DrrPhantom", "RayGrid", "line_integrals", "make_drr_phantom"]
+__all__ = [
+    "NATIVE",
+    "ConeBeam",
+    "DrrPhantom",
+    "RayGrid",
+    "line_integrals",
+    "make_drr_phantom",
+]
+
+NATIVE = "drr"
+"""The DRR's own presentation (multi-band processing, a window anchored on the anatomy,
+a film-like tone curve): the held-out family of this renderer, never trained on. Its
+other families put the 2-D renderer's processing chains (:mod:`.appearance`) on the same
+projected log image, so the networks can learn this renderer's geometry without its look."""
 
 Array = NDArray[np.float64]
 
@@ -332,11 +352,15 @@ def _detect(
     region: str,
     spine: tuple[Array, Array],
     rng: np.random.Generator,
+    app: tuple[Appearance, np.random.Generator] | None = None,
 ) -> NDArray[np.float32]:
     """Quanta through the patient to a processed, windowed display image (bone bright).
 
     ``spine`` is the projected spine (body centres in image mm, and the bodies' widths in
-    mm): what the window is set on, as an exam-specific protocol would.
+    mm): what the window is set on, as an exam-specific protocol would. With ``app`` (an
+    appearance of the 2-D renderer's families and its own random stream), the log image
+    goes through that family's processing chain instead of this renderer's own, and its
+    noise and grid lines apply.
     """
     spectrum = _spectrum(_KVP[region], ex["filtration_mm_al"])
     primary = _transmission(np.maximum(water, 0.0), bone, spectrum)
@@ -372,6 +396,8 @@ def _detect(
     open_y = np.clip((ys - y0) / pen + 0.5, 0, 1) * np.clip((y1 - ys) / pen + 0.5, 0, 1)
     shutter = 0.03 + 0.97 * open_y[:, None] * open_x[None, :]
     field = cos3 * heel * shutter
+    if app is not None:
+        field = field * grid_field(shape, app[0], app[1])
     if not burned_in:
         field = np.where(marker, field * np.exp(-_LEAD_WATER_MM * spectrum[1].min()), field)
 
@@ -380,6 +406,8 @@ def _detect(
     centre = signal[rows // 3 : 2 * rows // 3, cols // 3 : 2 * cols // 3]
     behind = float(np.percentile(centre, 30))
     quanta = ex["quanta_per_mm2"] * area / max(behind, 1e-4)
+    if app is not None:
+        quanta /= app[0].noise ** 2  # fewer quanta, more noise; the log image is unchanged
     counts = rng.poisson(np.maximum(signal * field * quanta, 0.0)).astype(np.float32)
     # Scintillator: a sharp core and a long tail of light spread (glare).
     core = ex["psf_core_mm"] / (s * beam.magnification)
@@ -394,11 +422,38 @@ def _detect(
     # Flat-field correction removes the cos^3 fall-off but not all of the heel.
     flat = quanta * cos3 * (1.0 + 0.6 * (heel - 1.0))
     log_img = -np.log(np.maximum(counts, 0.5) / flat)
-    patient = (_resample(water, pitch, s, shape) > 30.0) & (shutter > 0.5)
-    display = _present(log_img, s, ex, patient, spine, marker, burned_in)
-    # Electronic shuttering: the processing blanks what the collimators covered.
     blank = open_y[:, None] * open_x[None, :]
+    if app is None:
+        patient = (_resample(water, pitch, s, shape) > 30.0) & (shutter > 0.5)
+        display = _present(log_img, s, ex, patient, spine, marker, burned_in)
+    else:
+        display = _finish(log_img, s, blank, marker if burned_in else None, *app)
+    # Electronic shuttering: the processing blanks what the collimators covered.
     return (display * blank + ex["shutter_grey"] * (1.0 - blank)).astype(np.float32)
+
+
+def _finish(
+    log_img: NDArray,
+    s: float,
+    blank: NDArray,
+    marker: NDArray[np.bool_] | None,
+    app: Appearance,
+    rng: np.random.Generator,
+) -> NDArray[np.float32]:
+    """A 2-D family's processing chain on the projected log image. What the collimators
+    covered is set to the open field's median first, so the window is set on the patient
+    as the 2-D renderer's is (the shutter is blanked afterwards)."""
+    open_field = blank > 0.5
+    if open_field.any():
+        log_img = np.where(open_field, log_img, float(np.median(log_img[open_field])))
+    if app.equalisation is None:  # the 2-D renderer takes it from its exposure
+        app = replace(app, equalisation=float(rng.uniform(0.3, 0.8)))
+    display = finish_display(
+        log_img.astype(np.float64), s, app, rng, lambda img, sigma_mm: _smooth(img, sigma_mm / s)
+    )
+    if marker is not None:
+        display = np.where(marker, 1.0, display)
+    return display.astype(np.float32)
 
 
 def _present(
@@ -589,6 +644,7 @@ def make_drr_phantom(
     region: str = "mixed",
     *,
     size_px: int | None = None,
+    appearance: str = NATIVE,
 ) -> DrrPhantom:
     """Make case ``index`` of the DRR phantom set ``seed``.
 
@@ -602,9 +658,24 @@ def make_drr_phantom(
     size_px
         Render with the film's longest side at this many pixels (for training); by default
         at the detector pitch, as the DICOM file is written.
+    appearance
+        :data:`NATIVE` (default): this renderer's own processing, the held-out look; or
+        one of the 2-D renderer's families (``"randomised"`` draws a training family per
+        case), whose processing chain then presents the same projection. The patient,
+        pose and acquisition do not depend on it.
     """
+    if appearance != NATIVE and appearance not in (RANDOMISED, *ALL_FAMILIES):
+        raise ValueError(
+            f"unknown appearance {appearance!r}; expected {NATIVE!r}, {RANDOMISED!r} or one "
+            f"of {ALL_FAMILIES}"
+        )
     ss = np.random.SeedSequence([seed, index, _DRR_ENTROPY])
-    anat_ss, acq_ss, noise_ss, tex_ss = ss.spawn(4)
+    # A fifth stream for the appearance: the first four (and so the native film) stay.
+    anat_ss, acq_ss, noise_ss, tex_ss, app_ss = ss.spawn(5)
+    app_rng = np.random.default_rng(app_ss)
+    app = (
+        Appearance(family=NATIVE) if appearance == NATIVE else draw_appearance(appearance, app_rng)
+    )
     rng = np.random.default_rng(anat_ss)
     if region == "mixed":
         region = REGIONS[int(rng.integers(0, len(REGIONS)))]
@@ -687,6 +758,7 @@ def make_drr_phantom(
         region,
         (spine_xy, widths),
         np.random.default_rng(noise_ss),
+        None if app.family == NATIVE else (app, app_rng),
     )
 
     vertebrae, partial = _in_field(patient, truths, col)
@@ -711,9 +783,9 @@ def make_drr_phantom(
     radiograph = Radiograph(display=display, spacing_mm=s, burned_in=burned_in)
     case_id = f"{seed}-{index:05d}"
     truth: dict[str, Any] = _truth(case_id, seed, index, scene, acq, radiograph)
-    # The same keys as make_phantom's truth: "appearance" names the look, here this
-    # renderer's own detector chain rather than one of the 2-D renderer's families.
-    truth["appearance"] = "drr"
+    # The same keys as make_phantom's truth: "appearance" names the look, this renderer's
+    # own detector chain (NATIVE) or the 2-D family whose processing presents it.
+    truth["appearance"] = app.family
     truth["renderer"] = "drr"
     return DrrPhantom(
         case_id,
@@ -723,7 +795,7 @@ def make_drr_phantom(
         acq,
         radiograph,
         truth,
-        Appearance(family="drr"),
+        app,
         beam=beam,
         patient=patient,
     )
