@@ -266,6 +266,18 @@ def test_cli_writes_drr_cases_in_a_training_family(tmp_path: Path) -> None:
     assert truth["appearance"] == "export" and max(truth["rows"], truth["columns"]) == 300
     manifest = json.loads((tmp_path / "phantoms-seed3.json").read_text())
     assert manifest["appearance"] == "export" and manifest["size_px"] == 300
+    # Written as from a detector of the coarser pitch: its spacing is the rendering's.
+    ds = pydicom.dcmread(tmp_path / "3-00000.dcm")
+    assert max(ds.Rows, ds.Columns) == 300
+    assert float(ds.ImagerPixelSpacing[0]) == pytest.approx(truth["detector_pixel_spacing_mm"])
+    assert truth["detector_pixel_spacing_mm"] == pytest.approx(
+        truth["pixel_spacing_mm"] * truth["magnification"], rel=1e-4
+    )
+    dciodvfy = Path(sys.executable).with_name("dciodvfy")
+    proc = subprocess.run(
+        [str(dciodvfy), str(tmp_path / "3-00000.dcm")], capture_output=True, text=True
+    )
+    assert [ln for ln in (proc.stdout + proc.stderr).splitlines() if "Error" in ln] == []
     # The DRR's own look belongs to that renderer only.
     bad = ["phantom", "--n", "1", "--seed", "3", "--appearance", "drr", "--quiet"]
     assert main([*bad, "--out", str(tmp_path / "bad")]) != 0

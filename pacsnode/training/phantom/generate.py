@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,18 @@ class Phantom:
     def full_resolution(self) -> bool:
         return bool(np.isclose(self.radiograph.spacing_mm, self.acquisition.patient_spacing_mm))
 
+    @property
+    def written_acquisition(self) -> Acquisition:
+        """The acquisition as the film is written: a film rendered coarser than the
+        detector's pitch (for a training folder) is written as from a detector of that
+        coarser pitch, so its spacing is the rendering's."""
+        if self.full_resolution:
+            return self.acquisition
+        pitch = self.radiograph.spacing_mm * self.acquisition.magnification
+        return replace(self.acquisition, detector_spacing_mm=round(pitch, 6))
+
     def dataset(self) -> Dataset:
-        """The DX For Presentation dataset (only for a film rendered at detector pitch)."""
-        if not self.full_resolution:
-            raise ValueError("only a film rendered at detector resolution can be written")
+        """The DX For Presentation dataset, at the pitch the film was rendered at."""
         return build_dataset(
             self.radiograph.display,
             case_id=self.case_id,
@@ -68,7 +76,7 @@ class Phantom:
             facing=self.scene.facing,
             rotation_deg=self.scene.rotation_deg,
             burned_in=self.radiograph.burned_in,
-            acq=self.acquisition,
+            acq=self.written_acquisition,
         )
 
 
@@ -243,7 +251,11 @@ def write_phantom(phantom: Phantom, out_dir: Path, *, preview: bool = True) -> d
         "truth": out_dir / f"{phantom.case_id}.json",
     }
     phantom.dataset().save_as(paths["dicom"], enforce_file_format=True)
-    paths["truth"].write_text(json.dumps(phantom.truth, indent=1))
+    truth = phantom.truth
+    if not phantom.full_resolution:
+        detector = phantom.written_acquisition.detector_spacing_mm
+        truth = {**truth, "detector_pixel_spacing_mm": detector}
+    paths["truth"].write_text(json.dumps(truth, indent=1))
     if preview:
         paths["preview"] = out_dir / f"{phantom.case_id}.png"
         draw_preview(phantom.radiograph.display, phantom.truth).save(paths["preview"])
