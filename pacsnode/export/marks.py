@@ -66,6 +66,11 @@ _DESCRIPTIONS = {
 CHAR_WIDTH = 0.6
 """Width of a character as a fraction of the text height: what the text boxes assume."""
 
+STEP_LABEL_MIN_MM = 1.0
+"""A step-off under this is drawn (its two line segments) but not labelled: a "0.2 mm" at
+every disc crowds the film and says nothing a reader acts on. The SR carries every value.
+Without a pixel spacing there is no such scale, and every step-off is labelled."""
+
 
 @dataclass(frozen=True)
 class Line:
@@ -219,6 +224,8 @@ def _measurements(readout: ReadOut) -> tuple[tuple[Line, ...], tuple[Label, ...]
     for step in readout.step_offs:
         for pair in (step.anterior_points, step.posterior_points):
             lines.append(Line(np.asarray(pair, np.float64)))
+        if unit == "mm" and step.largest < STEP_LABEL_MIN_MM:
+            continue
         front, back = step.anterior_points[0], step.posterior_points[0]
         middle = np.mean(step.posterior_points, axis=0)
         text = f"{step.level} {step.largest:.1f} {unit}"

@@ -379,6 +379,29 @@ def test_gsps_layers_hold_every_mark() -> None:
     assert all(t.isascii() for t in texts + findings)
 
 
+def test_gsps_labels_only_step_offs_worth_reading() -> None:
+    reading = with_readout(make_reading(CERVICAL, identified=True))
+    readout = reading.readout
+    first, second = readout.step_offs[:2]
+    steps = (
+        replace(first, anterior=0.4, posterior=0.3),
+        replace(second, anterior=3.6, posterior=3.4),
+    )
+    _, objects = built(replace(reading, readout=replace(readout, step_offs=steps)), capture=False)
+    annotations = {a.GraphicLayer: a for a in objects.gsps.GraphicAnnotationSequence}
+    measurements = annotations[MEASUREMENTS]
+    texts = [t.UnformattedTextValue for t in measurements.TextObjectSequence]
+    shown = [t for t in texts if t.startswith((first.level, second.level))]
+    assert shown == [f"{second.level} {steps[1].largest:.1f} mm"] == [f"{second.level} 3.4 mm"]
+    # Both step-offs' line segments are drawn all the same (two per disc).
+    ends = {
+        tuple(np.round(np.asarray(g.GraphicData, float).reshape(-1, 2)[0], 1))
+        for g in measurements.GraphicObjectSequence
+    }
+    for step in steps:
+        assert tuple(np.round(np.asarray(step.anterior_points[0], float), 1)) in ends
+
+
 def test_gsps_marks_near_the_edges_stay_inside_the_film() -> None:
     """Findings at the film's corners: lines clipped, text boxes moved in."""
     reading = with_readout(make_reading(CERVICAL, identified=True))
