@@ -249,3 +249,23 @@ def test_a_chain_with_a_false_body_is_named_only_up_to_it() -> None:
     assert reference[:2] == (0, "C2")
     assert chain_labels(names) == ["C2", "C3", "C4", "C5", "V5", "V6", "V7"]
     assert "3 vertebrae past a body too many" in doubt
+
+
+def test_calibration_never_names_from_a_minority_reference() -> None:
+    from pacsnode.analysis.naming import NamingInputs
+    from pacsnode.training.identifier.calibrate import (
+        MIN_THRESHOLD,
+        THRESHOLDS,
+        CalibrationFilm,
+        choose_threshold,
+    )
+
+    # A true C2 the identifier gives 0.4: right at 0.3, but never named from.
+    prob = np.array([[0.6, 0.4, 0.0]] + [[0.98, 0.01, 0.01]] * 5)
+    centres = [(100.0, y) for y in (0.0, 62.0, 110.0, 160.0, 210.0, 260.0)]
+    inputs = NamingInputs(prob, centres, [26, 20, 20, 20, 20, 20], None, frozenset({"C2"}))
+    film = CalibrationFilm(inputs, ["C2", "C3", "C4", "C5", "C6", "C7"], "case")
+    assert choose_threshold([film], 1.0, thresholds=(0.3, 0.5))[0] == 0.3
+    threshold, sweep = choose_threshold([film], 1.0)
+    assert min(THRESHOLDS) == MIN_THRESHOLD == threshold == 0.5
+    assert sweep[0]["named"] == 0 and sweep[0]["matched"] == 6
