@@ -133,6 +133,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from pacsnode.cli.stack import data_seeds
     from pacsnode.training.annotations import phantom_film
     from pacsnode.training.identifier.calibrate import (
+        MIN_THRESHOLD,
         CalibrationFilm,
         choose_threshold,
         fit_temperature,
@@ -179,8 +180,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         "temperature": round(temperature, 4),
         "threshold": threshold,
         "criterion": (
-            f"the lowest threshold whose wrong-name rate on the calibration films is at "
-            f"most {args.max_wrong}"
+            f"the lowest threshold, from {MIN_THRESHOLD}, whose wrong-name rate on the "
+            f"calibration films is at most {args.max_wrong}"
         ),
         "data": {
             "source": "phantoms",
