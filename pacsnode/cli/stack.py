@@ -212,8 +212,10 @@ def _tier_notes(tiers: list[str]) -> dict[str, str]:
             notes[t] = "out of family: never used for training, validation or tuning"
         elif t == DRR_TIER:
             notes[t] = (
-                "out of renderer: 3-D spine projected by cone-beam ray casting, never used "
-                "for training, validation or tuning"
+                "out of family: the 3-D cone-beam renderer under its own processing, never "
+                "trained on (the identifier trained on this renderer's films under the "
+                "training families' processing; validation films of this look, never the "
+                "test seed's, have informed choices)"
             )
         elif t == RANDOMISED:
             notes[t] = "in family: one training family drawn per film"
