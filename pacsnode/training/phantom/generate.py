@@ -65,6 +65,14 @@ class Phantom:
         pitch = self.radiograph.spacing_mm * self.acquisition.magnification
         return replace(self.acquisition, detector_spacing_mm=round(pitch, 6))
 
+    @property
+    def written_truth(self) -> dict[str, Any]:
+        """The truth as written beside the film: its detector pitch is the written one."""
+        if self.full_resolution:
+            return self.truth
+        detector = self.written_acquisition.detector_spacing_mm
+        return {**self.truth, "detector_pixel_spacing_mm": detector}
+
     def dataset(self) -> Dataset:
         """The DX For Presentation dataset, at the pitch the film was rendered at."""
         return build_dataset(
@@ -251,11 +259,7 @@ def write_phantom(phantom: Phantom, out_dir: Path, *, preview: bool = True) -> d
         "truth": out_dir / f"{phantom.case_id}.json",
     }
     phantom.dataset().save_as(paths["dicom"], enforce_file_format=True)
-    truth = phantom.truth
-    if not phantom.full_resolution:
-        detector = phantom.written_acquisition.detector_spacing_mm
-        truth = {**truth, "detector_pixel_spacing_mm": detector}
-    paths["truth"].write_text(json.dumps(truth, indent=1))
+    paths["truth"].write_text(json.dumps(phantom.written_truth, indent=1))
     if preview:
         paths["preview"] = out_dir / f"{phantom.case_id}.png"
         draw_preview(phantom.radiograph.display, phantom.truth).save(paths["preview"])
