@@ -5,6 +5,8 @@ SQLite is tuned here for a durable multi-writer queue; PostgreSQL works unchange
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -121,7 +123,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             # The timeout first: switching to WAL takes a lock another process may hold.
             cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(cursor, busy_timeout_ms / 1000)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -129,6 +131,29 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _sqlite_begin)
+
+
+def _enter_wal(cursor: Any, wait_s: float) -> None:
+    """Switch the database to write-ahead logging, waiting up to ``wait_s`` for the lock.
+
+    The busy timeout does not cover this switch: two connections that both hold a read
+    lock and want the write lock to change the journal would deadlock, so SQLite fails
+    one of them at once with "database is locked" instead of waiting. That happens when
+    several processes open a new database together; the loser tries again here.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
 
 
 def _sqlite_begin(connection: Connection) -> None:
