@@ -68,6 +68,12 @@ def add_identifier_commands(model_parser: Callable[..., argparse.ArgumentParser]
         "on development phantoms it cost C2 more than it gained on S1, so it is off)",
     )
     tr.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="C3 and L5, the vertebrae next to C2 and S1 that the stack takes for them when "
+        "the reference itself is missed, weigh as much as a C2 or S1 patch in the loss",
+    )
+    tr.add_argument(
         "--context",
         type=_positive_float,
         help="patch side over the segmenter's (default: the identifier's CONTEXT, 2.0)",
@@ -226,7 +232,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.beyond:
             raise PacsnodeError("--beyond needs --frames outline")
     sets, data = _training_sets(args)
-    cfg = IdentifierConfig(context=args.context, width=args.width, data=data, **run_options(args))
+    cfg = IdentifierConfig(
+        context=args.context,
+        width=args.width,
+        neighbours=args.neighbours,
+        data=data,
+        **run_options(args),
+    )
     weights = train_identifier(
         cfg,
         sets["train"],

@@ -134,6 +134,25 @@ def test_frames_past_a_reference_weigh_as_that_reference() -> None:
     assert np.allclose(w[:3], by_class[2]) and np.allclose(w[3:], by_class[labels[3:]])
 
 
+def test_c3_and_l5_weigh_as_their_reference_when_asked() -> None:
+    labels = np.array([0] * 90 + [1] * 6 + [2] * 4)
+    past = np.full(100, -1)
+    inside = np.full(100, -1)
+    inside[:5], inside[5:7] = 1, 2  # five upright C3s, two upright L5s
+    by_class = class_weights(labels).numpy()
+    w = sample_weights(labels, past, inside).numpy()
+    assert np.allclose(w[:5], by_class[1]) and np.allclose(w[5:7], by_class[2])
+    assert np.allclose(w[7:], by_class[labels[7:]])
+    assert np.allclose(sample_weights(labels, past).numpy(), by_class[labels])
+    with pytest.raises(ValueError, match="marks"):
+        sample_weights(labels, past, inside[:50])
+
+
+def test_only_upright_c3_and_l5_patches_are_marked_inside() -> None:
+    toy = _toy_set()  # C3 at patches 2 (upright), 3 (reversed) and 4 (upright)
+    assert toy.inside.tolist() == [-1, -1, 1, -1, 1, -1, -1, -1, -1, -1]
+
+
 def _toy_set() -> IdentifierSet:
     # Two cervical films and a chest film; film 0 has C2 at patch 0, film 1 at patch 4.
     labels = np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0])

@@ -105,8 +105,10 @@ def test_identifier_trains_on_a_folder_with_frames_past_the_reference(folder, tm
     out = tmp_path / "ident"
     args = ["train", "identifier", "--data", str(folder), "--val-data", str(folder), "--beyond"]
     args += ["--width", "2", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]
-    assert main(args) == 0
-    data = json.loads((out / "identifier.json").read_text())["training"]["data"]
+    assert main([*args, "--neighbours"]) == 0
+    training = json.loads((out / "identifier.json").read_text())["training"]
+    assert "C3 and L5" in training["loss"]
+    data = training["data"]
     assert data["train"]["source"] == str(folder) and data["frames"] == "outline"
     assert data["train"]["classes"]["C2"] == 1 and "beyond" in data
     from pacsnode.analysis.identify import Identifier

@@ -35,6 +35,8 @@ from pacsnode.training.segmenter.data import (
 )
 
 __all__ = [
+    "BEYOND",
+    "INSIDE",
     "IdentifierSet",
     "class_of",
     "film_patches",
@@ -45,6 +47,11 @@ __all__ = [
 
 BEYOND: Final = {"C2": "above C2", "S1": "below S1"}
 """The case label of a frame one vertebra beyond a reference (always class other)."""
+
+INSIDE: Final = {"C2": "C3", "S1": "L5"}
+"""The vertebra next to each reference on the spine's side of it: the one most like it
+(C3 under C2, L5 over S1), which the stack names from when the reference itself was
+missed or cut (class other)."""
 
 
 def class_of(label: str, reversed_: bool = False) -> int:
@@ -97,6 +104,18 @@ class IdentifierSet:
         for i, (_, label) in enumerate(self.cases):
             for reference, beyond in BEYOND.items():
                 if label == beyond:
+                    out[i] = CLASSES.index(reference)
+        return out
+
+    @property
+    def inside(self) -> NDArray[np.int64]:
+        """(N,) for an upright patch of the vertebra next to a reference on the spine's
+        side (:data:`INSIDE`), the class index of that reference; -1 for every other
+        patch."""
+        out = np.full(len(self), -1, np.int64)
+        for i, (_, label) in enumerate(self.cases):
+            for reference, neighbour in INSIDE.items():
+                if label == neighbour and not self.reversed[i]:
                     out[i] = CLASSES.index(reference)
         return out
 

@@ -51,6 +51,8 @@ class IdentifierConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    neighbours: bool = False
+    """C3 and L5 weigh as patches of C2 and S1 (:func:`sample_weights`)."""
     threads: int | None = None
     device: str = "cpu"
     data: dict[str, Any] = field(default_factory=dict)
@@ -74,15 +76,24 @@ class IdentifierConfig:
         return d
 
 
-def sample_weights(labels: np.ndarray, past: np.ndarray) -> torch.Tensor:
+def sample_weights(
+    labels: np.ndarray, past: np.ndarray, inside: np.ndarray | None = None
+) -> torch.Tensor:
     """Per patch, its class's weight (:func:`class_weights`); a frame one vertebra past a
     reference (``past`` its class index, else -1) weighs as a patch of that reference,
     so the few frames that look most like C2 or S1 without being them are not lost in the
-    thousands of other vertebrae."""
+    thousands of other vertebrae. With ``inside`` (the same, for C3 and L5: see
+    :attr:`IdentifierSet.inside`) those weigh as a patch of their reference too."""
     by_class = class_weights(labels)
     weights = by_class[torch.from_numpy(np.asarray(labels, np.int64))]
-    beyond = torch.from_numpy(np.asarray(past, np.int64))
-    return torch.where(beyond >= 0, by_class[beyond.clamp(min=0)], weights)
+    for marked in (past, inside):
+        if marked is None:
+            continue
+        like = torch.from_numpy(np.asarray(marked, np.int64))
+        if like.shape != weights.shape:
+            raise ValueError(f"{tuple(like.shape)} marks for {tuple(weights.shape)} patches")
+        weights = torch.where(like >= 0, by_class[like.clamp(min=0)], weights)
+    return weights
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -142,14 +153,21 @@ def train_identifier(
     net = PatchClassifier(classes=len(CLASSES), **net_cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = class_weights(train.labels)
-    per_patch = sample_weights(train.labels, train.past)
+    per_patch = sample_weights(train.labels, train.past, train.inside if cfg.neighbours else None)
     loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
 
     def same_patches(saved: dict[str, Any], ckpt: Path) -> None:
-        for key in ("context", "width", "depth"):
-            if saved.get(key) != getattr(cfg, key):
+        # A checkpoint from before --neighbours was written without it: trained without.
+        for key, before in (
+            ("context", None),
+            ("width", None),
+            ("depth", None),
+            ("neighbours", False),
+        ):
+            if saved.get(key, before) != getattr(cfg, key):
                 raise DataError(
-                    f"{ckpt} was trained with {key} {saved.get(key)}, not {getattr(cfg, key)}"
+                    f"{ckpt} was trained with {key} {saved.get(key, before)}, "
+                    f"not {getattr(cfg, key)}"
                 )
 
     fresh = {"epoch": 0, "history": [], "best_epoch": -1, "best_score": -1.0}
@@ -240,6 +258,7 @@ def train_identifier(
             "loss": (
                 "class-balanced cross-entropy; a frame past a reference weighs as a patch "
                 "of that reference"
+                + ("; so do C3 and L5, the vertebrae next to C2 and S1" if cfg.neighbours else "")
             ),
             "class_weights": dict(zip(CLASSES, weights.tolist(), strict=True)),
             "optimiser": "AdamW, cosine decay",
