@@ -28,7 +28,13 @@ from pacsnode.analysis.identify import CLASSES, REFERENCE_THRESHOLD, Identifier
 from pacsnode.analysis.localise import Localisation, Localiser
 from pacsnode.analysis.lowres import largest_component
 from pacsnode.analysis.measure import BodyHeights, body_heights
-from pacsnode.analysis.naming import REFERENCES, Named, NamingInputs, pick_reference
+from pacsnode.analysis.naming import (
+    REFERENCES,
+    Named,
+    NamingInputs,
+    clearances,
+    pick_reference,
+)
 from pacsnode.analysis.orient import Orienter
 from pacsnode.analysis.patches import PATCH_MARGIN, PATCH_SIZE, PatchFrame, normalise_patch
 from pacsnode.analysis.reading import SpineReading, Vertebra
@@ -222,6 +228,7 @@ class Stack:
             sizes=[math.sqrt(m.area) for m in merged],
             mm_per_pixel=None if spacing_mm is None else factor * spacing_mm,
             references=references,
+            clearances=clearances([m.mask for m in merged]),
         )
         names, reference, doubt = inputs.name(self.identifier.threshold)
         clock.lap("identify")

@@ -196,6 +196,56 @@ def test_a_c2_too_near_the_body_below_is_doubted() -> None:
     assert naming_doubt(neck, (0, "C2", 0.99), None, sizes, None) is None  # not judged
 
 
+def test_clearances_are_the_disc_spaces_between_neighbouring_masks() -> None:
+    from pacsnode.analysis.naming import clearances
+
+    masks = [np.zeros((40, 12), bool) for _ in range(3)]
+    masks[0][0:10, 2:10] = True
+    masks[1][15:25, 2:10] = True  # rows 10 to 14 empty: 5 pixels of disc
+    masks[2][25:35, 3:9] = True  # touches the one above
+    assert clearances(masks) == [5.0, 0.0]
+    overlapping = masks[2].copy()
+    overlapping[20:25, 3:9] = True
+    assert clearances([masks[1], overlapping]) == [0.0]
+    assert clearances(masks[:1]) == []
+    with pytest.raises(ValueError, match="empty"):
+        clearances([masks[0], np.zeros((40, 12), bool)])
+    with pytest.raises(ValueError, match="shapes"):
+        clearances([masks[0], np.zeros((4, 4), bool)])
+
+
+def test_a_c2_touching_the_body_below_is_doubted() -> None:
+    # C1's ring with the dens outlined above C2's body: no disc between the two, where the
+    # rest of the neck has one. Large enough for a dens and far enough for C2_GAP.
+    neck = name_chain(6, (0, "C2", 0.99))
+    sizes = [66.0, 52.0, 50.0, 51.0, 52.0, 53.0]
+    doubt = naming_doubt(neck, (0, "C2", 0.99), None, sizes, None, [0.0, 20.0, 22.0, 19.0, 21.0])
+    assert doubt is not None and "C1 and the dens" in doubt
+    # A true C2 has a disc below it, thinner than most is fine.
+    assert (
+        naming_doubt(neck, (0, "C2", 0.99), None, sizes, None, [6.0, 20.0, 22.0, 19.0, 21.0])
+        is None
+    )
+    # S1 is not judged by it: L5 and S1 may touch.
+    back = name_chain(6, (5, "S1", 0.99))
+    assert (
+        naming_doubt(back, (5, "S1", 0.99), None, None, None, [20.0, 22.0, 19.0, 21.0, 0.0]) is None
+    )
+
+
+def test_naming_inputs_pass_the_clearances_to_the_check() -> None:
+    from dataclasses import replace
+
+    table = [[0.1, 0.9, 0.0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]]
+    plain = _inputs(table)
+    plain = replace(plain, sizes=[32.0, 25.0, 25.0, 25.0, 25.0])  # C2 with its dens
+    assert plain.name(0.5)[2] is None
+    touching = replace(plain, clearances=[0.0, 5.0, 5.0, 5.0])
+    names, reference, doubt = touching.name(0.5)
+    assert reference is not None and "C1 and the dens" in doubt
+    assert not any(n.identified for n in names)
+
+
 def test_a_gap_too_short_for_one_vertebra_is_crowded() -> None:
     from pacsnode.analysis.naming import crowded_gaps
 
