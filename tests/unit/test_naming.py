@@ -223,7 +223,7 @@ def test_a_c2_touching_the_body_below_is_doubted() -> None:
     assert doubt is not None and "C1 and the dens" in doubt
     # A true C2 has a disc below it, thinner than most is fine.
     assert (
-        naming_doubt(neck, (0, "C2", 0.99), None, sizes, None, [6.0, 20.0, 22.0, 19.0, 21.0])
+        naming_doubt(neck, (0, "C2", 0.99), None, sizes, None, [9.0, 20.0, 22.0, 19.0, 21.0])
         is None
     )
     # S1 is not judged by it: L5 and S1 may touch.
