@@ -8,7 +8,6 @@ The same checks on SQLite are in tests/unit/test_migrations.py.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pacsnode.db import create_schema, make_engine
 from pacsnode.jobs import DeliveryStatus, JobQueue, JobStatus
 from pacsnode.jobs.owner import ProcessOwner
 from pacsnode.migrations import BASELINE, current, head, upgrade
+from tests.together import run_together
 from tests.unit.test_leases import claimed_by, dead_process
 from tests.unit.test_migrations import LEGACY_ROWS, schema_differences
 
@@ -101,25 +101,14 @@ def test_a_database_made_before_migrations_upgrades_in_place(engine: Engine) -> 
 
 
 def test_a_fresh_database_matches_the_models_and_migrates_once(fresh_postgres_url: str) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
     def start_up() -> None:
         own = make_engine(fresh_postgres_url)
         try:
-            barrier.wait()
             create_schema(own)
-        except BaseException as error:
-            errors.append(error)
         finally:
             own.dispose()
 
-    threads = [threading.Thread(target=start_up) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
+    assert run_together(start_up, 4) == []
     engine = make_engine(fresh_postgres_url)
     try:
         assert current(engine) == head()

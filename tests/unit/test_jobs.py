@@ -24,6 +24,7 @@ from pacsnode.jobs import (
     JobStatus,
     RetryPolicy,
 )
+from tests.together import run_together
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -107,29 +108,19 @@ def test_connections_opening_a_new_database_together_all_get_wal(tmp_path: Path)
     # Switching a new file to WAL is not covered by the busy timeout: SQLite fails one of
     # two connections at once rather than let them deadlock. Before make_engine retried
     # the switch, about one round in ten failed here on a loaded machine.
-    errors: list[BaseException] = []
     for round_ in range(24):
         url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
-        barrier = threading.Barrier(6)
 
-        def open_one(url: str = url, barrier: threading.Barrier = barrier) -> None:
+        def open_one(url: str = url) -> None:
             own = make_engine(url)
             try:
-                barrier.wait()
                 with own.connect() as connection:
                     mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
                     assert mode == "wal"
-            except BaseException as error:
-                errors.append(error)
             finally:
                 own.dispose()
 
-        threads = [threading.Thread(target=open_one) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    assert not errors
+        assert run_together(open_one, 6) == [], f"round {round_}"
 
 
 def test_plain_sqlite_engines_are_refused(url: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pacsnode.errors import SchemaError
 from pacsnode.jobs import DeliveryStatus, JobQueue, JobStatus
 from pacsnode.migrations import BASELINE, check_current, current, head, upgrade
 from pacsnode.node import Node, Role
+from tests.together import run_together
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "integration" / "schemas"
 TIME = "2025-03-01 08:00:00.000000"
@@ -118,25 +118,15 @@ def test_a_fresh_database_is_migrated_to_the_models(engine: Engine) -> None:
 
 def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
 
     def start_up() -> None:
         own = make_engine(url)
         try:
-            barrier.wait()
             create_schema(own)
-        except BaseException as error:
-            errors.append(error)
         finally:
             own.dispose()
 
-    threads = [threading.Thread(target=start_up) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
+    assert run_together(start_up, 4) == []
     engine = make_engine(url)
     try:
         assert current(engine) == head()
