@@ -149,23 +149,31 @@ def clearances(masks: Sequence[NDArray[np.bool_]]) -> list[float]:
     """Per pair of neighbours of a chain sorted head first (N - 1), the shortest distance
     between their masks in pixels (0 where they touch or overlap): the disc space, seen
     from the masks. All masks share one frame (the same shape)."""
-    out = []
     for upper, lower in pairwise(masks):
         if upper.shape != lower.shape:
             raise ValueError(f"masks of shapes {upper.shape} and {lower.shape}")
-        both = np.argwhere(upper | lower)
-        if not upper.any() or not lower.any():
-            raise ValueError("an empty mask has no distance to its neighbour")
-        (r0, c0), (r1, c1) = both.min(axis=0), both.max(axis=0) + 1
-        a, b = upper[r0:r1, c0:c1], lower[r0:r1, c0:c1]
-        if (a & b).any():
+    boxes = [_box(mask) for mask in masks]
+    out = []
+    for (upper, a), (lower, b) in pairwise(zip(masks, boxes, strict=True)):
+        r0, c0 = min(a[0], b[0]), min(a[1], b[1])
+        r1, c1 = max(a[2], b[2]), max(a[3], b[3])
+        above, below = upper[r0:r1, c0:c1], lower[r0:r1, c0:c1]
+        if (above & below).any():
             out.append(0.0)
             continue
         # Distance from each pixel to the lower mask; the nearest upper pixel's, less the
         # pixel both edges share, is the gap between them.
-        to_lower = distance_transform_edt(~b)
-        out.append(max(float(to_lower[a].min()) - 1.0, 0.0))
+        to_lower = distance_transform_edt(~below)
+        out.append(max(float(to_lower[above].min()) - 1.0, 0.0))
     return out
+
+
+def _box(mask: NDArray[np.bool_]) -> tuple[int, int, int, int]:
+    """(first row, first column, last row + 1, last column + 1) of a mask's pixels."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("an empty mask has no distance to its neighbour")
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 OFF_AXIS: Final = 0.5
@@ -552,7 +560,8 @@ class NamingInputs:
     """What a chain's names are chosen from: the identifier's probabilities per vertebra,
     the bodies' centres and sizes (working pixels), the millimetres per working pixel when
     the film has a spacing, the references its header allows, and the clearance between
-    neighbours' masks (:func:`clearances`) where the masks were at hand."""
+    neighbours' masks (:func:`clearances`) where the masks were at hand and the header
+    allows C2 (only a chain named from C2 is checked with it)."""
 
     probabilities: NDArray[np.floating]
     centres: Sequence[tuple[float, float]]

@@ -228,7 +228,9 @@ class Stack:
             sizes=[math.sqrt(m.area) for m in merged],
             mm_per_pixel=None if spacing_mm is None else factor * spacing_mm,
             references=references,
-            clearances=clearances([m.mask for m in merged]),
+            # Only a chain named from C2 is checked against them: not measured on a film
+            # whose header rules C2 out (a lumbar or chest film).
+            clearances=clearances([m.mask for m in merged]) if "C2" in references else None,
         )
         names, reference, doubt = inputs.name(self.identifier.threshold)
         clock.lap("identify")
