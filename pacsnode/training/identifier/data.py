@@ -100,23 +100,23 @@ class IdentifierSet:
     def past(self) -> NDArray[np.int64]:
         """(N,) for a frame one vertebra past a reference (:data:`BEYOND`), the class
         index of that reference; -1 for every other patch."""
-        out = np.full(len(self), -1, np.int64)
-        for i, (_, label) in enumerate(self.cases):
-            for reference, beyond in BEYOND.items():
-                if label == beyond:
-                    out[i] = CLASSES.index(reference)
-        return out
+        return self._like_reference(BEYOND, upright_only=False)
 
     @property
     def inside(self) -> NDArray[np.int64]:
         """(N,) for an upright patch of the vertebra next to a reference on the spine's
         side (:data:`INSIDE`), the class index of that reference; -1 for every other
         patch."""
+        return self._like_reference(INSIDE, upright_only=True)
+
+    def _like_reference(self, cases: dict[str, str], upright_only: bool) -> NDArray[np.int64]:
+        """(N,) the class index of the reference whose ``cases`` entry is the patch's
+        label, -1 for every other patch (and, with ``upright_only``, every reversed one)."""
+        reference_of = {label: CLASSES.index(reference) for reference, label in cases.items()}
         out = np.full(len(self), -1, np.int64)
         for i, (_, label) in enumerate(self.cases):
-            for reference, neighbour in INSIDE.items():
-                if label == neighbour and not self.reversed[i]:
-                    out[i] = CLASSES.index(reference)
+            if label in reference_of and not (upright_only and self.reversed[i]):
+                out[i] = reference_of[label]
         return out
 
     def class_counts(self) -> dict[str, int]:
