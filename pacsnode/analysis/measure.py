@@ -147,12 +147,14 @@ def body_heights(
     t_back = float(p_sup @ front + p_inf @ front) / 2
     t_front = float(a_sup @ front + a_inf @ front) / 2
     fits = [_endplate(s, t, upper, (t_back, t_front), along, front) for upper in (True, False)]
-    plates = [fit[0] if fit else None for fit in fits]
+    plates = [fit.line if fit else None for fit in fits]
 
-    straight = [fit for fit in fits if fit is not None]
+    # The frame is set by the least-squares lines: the corners along its diagonals are
+    # steadier for it (on validation films, 0.98 mm from the truth against 1.00 mm).
+    straight = [(fit.least_squares, fit.rms) for fit in fits if fit is not None]
     if frame_plate is not None:  # the caller knows which endplate is flat (C2: the inferior)
         chosen = fits[0 if frame_plate == "superior" else 1]
-        straight = [chosen] if chosen is not None else []
+        straight = [(chosen.least_squares, chosen.rms)] if chosen is not None else []
     elif straight:
         # A plate that is not flat (C2's dens rising from its superior endplate, a
         # crushed or bowed endplate) does not set the frame when a flatter one can.
@@ -191,6 +193,56 @@ def body_heights(
 ENDPLATE_SPAN = (0.15, 0.85)
 """The share of a body's depth, from its posterior wall, whose endplate edge is fitted."""
 
+ENDPLATE_TOLERANCE = (0.03, 1.5)
+"""An endplate edge pixel within this of the endplate's line supports it: (share of the
+body's depth, at least this many pixels). A mask that spills over part of an endplate
+(into the disc, or a shoulder crossing C7) pulls a least-squares line askew; the line the
+most edge pixels lie along does not follow the spill. On the stack's masks of validation
+films (seeds 3000 and 3001, 752 bodies of cervical, thoracic and lumbar films) the 95th
+percentile of the endplates' angle error fell from 11.3 to 7.1 degrees (superior, C2's
+dens included) and from 5.1 to 4.6 (inferior); the worst C7 inferior endplate from 30.5
+to 21.9."""
+
+
+@dataclass(frozen=True)
+class _Plate:
+    """An endplate fitted to a body's edge pixels: ``line`` through the pixels that most
+    agree (:func:`_consensus_line`), the ``least_squares`` line through all of them and
+    its root mean square residual ``rms`` (pixels), which says how flat the plate is."""
+
+    line: tuple[Point, Point]
+    least_squares: tuple[Point, Point]
+    rms: float
+
+
+def _consensus_line(
+    x: NDArray[np.float64], y: NDArray[np.float64], tolerance: float, samples: int = 32
+) -> tuple[float, float]:
+    """(slope, offset) of ``y = offset + slope * x`` refitted by least squares to the points
+    within ``tolerance`` of the line through two of them that the most points lie near.
+
+    The candidate lines join pairs of up to ``samples`` points spread along ``x`` at least
+    a quarter of its range apart (deterministic: the same mask gives the same line); ties
+    go to the smaller residual.
+    """
+    picks = np.unique(np.linspace(0, len(x) - 1, min(samples, len(x))).astype(np.int64))
+    i, j = np.meshgrid(picks, picks, indexing="ij")
+    apart = (x[j] - x[i]) >= max(1.0, 0.25 * float(x.max() - x.min()))
+    i, j = i[apart], j[apart]
+    if i.size == 0:
+        slope, offset = np.polyfit(x, y, 1)
+        return float(slope), float(offset)
+    slopes = (y[j] - y[i]) / (x[j] - x[i])
+    offsets = y[i] - slopes * x[i]
+    residual = np.abs(y[None, :] - (offsets[:, None] + slopes[:, None] * x[None, :]))
+    near = residual <= tolerance
+    support = near.sum(axis=1)
+    best = np.flatnonzero(support == support.max())
+    spread = np.where(near[best], residual[best], 0.0).sum(axis=1)
+    keep = near[best[int(np.argmin(spread))]]
+    slope, offset = np.polyfit(x[keep], y[keep], 1)
+    return float(slope), float(offset)
+
 
 def _endplate(
     s: NDArray[np.float64],
@@ -199,11 +251,10 @@ def _endplate(
     depth: tuple[float, float],
     along: NDArray[np.float64],
     front: NDArray[np.float64],
-) -> tuple[tuple[Point, Point], float] | None:
-    """The superior (``upper``) or inferior endplate of a body's pixels as a line fitted
-    to the edge pixel of each one-pixel column across the body's depth, and the fit's root
-    mean square residual in pixels; the line's ends lie at the posterior and anterior walls
-    (``depth``: their positions along ``front``)."""
+) -> _Plate | None:
+    """The superior (``upper``) or inferior endplate of a body's pixels, fitted to the
+    edge pixel of each one-pixel column across the body's depth; the lines' ends lie at
+    the posterior and anterior walls (``depth``: their positions along ``front``)."""
     back, ahead = depth
     lo, hi = back + ENDPLATE_SPAN[0] * (ahead - back), back + ENDPLATE_SPAN[1] * (ahead - back)
     keep = (t >= min(lo, hi)) & (t <= max(lo, hi))
@@ -219,9 +270,15 @@ def _endplate(
         return None
     slope, offset = np.polyfit(columns, outer, 1)
     rms = float(np.sqrt(np.mean((outer - (offset + slope * columns)) ** 2)))
-    ends = []
-    for position in (back, ahead):
-        depth_s = offset + slope * position
-        point = position * front + (-depth_s if upper else depth_s) * along
-        ends.append((float(point[0]), float(point[1])))
-    return (ends[0], ends[1]), rms
+    share, least = ENDPLATE_TOLERANCE
+    agreed = _consensus_line(columns, outer, max(least, share * abs(ahead - back)))
+
+    def ends(line: tuple[float, float]) -> tuple[Point, Point]:
+        points = []
+        for position in (back, ahead):
+            depth_s = line[1] + line[0] * position
+            point = position * front + (-depth_s if upper else depth_s) * along
+            points.append((float(point[0]), float(point[1])))
+        return points[0], points[1]
+
+    return _Plate(ends(agreed), ends((float(slope), float(offset))), rms)

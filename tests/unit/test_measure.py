@@ -65,6 +65,26 @@ def test_a_biconcave_body_is_lowest_in_the_middle() -> None:
     assert h.anterior == pytest.approx(80, abs=2.0) and h.posterior == pytest.approx(80, abs=2.0)
 
 
+def _plate_degrees(plate) -> float:
+    (x0, y0), (x1, y1) = plate
+    return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
+@pytest.mark.parametrize("tilt", [0.0, 25.0])
+def test_a_mask_spilling_over_part_of_an_endplate_leaves_the_endplate_level(tilt) -> None:
+    # A box (front to the left) whose mask spills 14 pixels into the disc below its
+    # posterior third (a shoulder crossing C7): the inferior endplate keeps its angle.
+    box = [(100, 110), (200, 110), (200, 190), (100, 190)]
+    spill = [(165, 188), (200, 188), (200, 204), (165, 204)]
+    mask = body(turned(box, tilt)) | body(turned(spill, tilt))
+    a = math.radians(tilt)
+    h = body_heights(mask, axis=(-math.sin(a), math.cos(a)), anterior=(-math.cos(a), -math.sin(a)))
+    level = _plate_degrees(h.superior_endplate)
+    assert abs(level - _plate_degrees(turned([(200, 0), (100, 0)], tilt))) < 1.0
+    assert abs(_plate_degrees(h.inferior_endplate) - level) < 1.5
+    # A least-squares line through every edge pixel turns it by some 14 degrees.
+
+
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         body_heights(np.zeros(SHAPE, bool), (0.0, 1.0), (1.0, 0.0))
