@@ -51,6 +51,9 @@ class Origin(enum.Enum):
     SEMANTIC_LEFTOVER = "semantic_leftover"
     INSTANCE_LEFTOVER = "instance_leftover"
     """Unmatched masks whose area is within μ ± λσ of the masks accepted so far."""
+    DENS_JOINED = "dens_joined"
+    """Not one of VertXNet's rules: C2's dens outlined apart from its body and joined to
+    it after the identifier (:func:`pacsnode.analysis.naming.dens_apart`)."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ __all__ = [
     "chain_labels",
     "clearances",
     "crowded_gaps",
+    "dens_apart",
     "name_chain",
     "naming_doubt",
     "off_axis",
@@ -553,6 +554,34 @@ def _reference_or_doubt(
             f"{max(float(column[i]) for i in rivals):.2f})"
         )
     return (index, name, p), None
+
+
+def dens_apart(inputs: NamingInputs, threshold: float) -> bool:
+    """Whether the chain's top body is the upper part of C2 outlined apart from C2's body:
+    the dens (with C1's ring in front of it), which the stack outlines as a body of its own
+    on films of the 3-D renderer. It then holds three things at once:
+
+    - the header allows C2 and the identifier takes the top body for C2 (at least
+      ``threshold``): the dens is what it recognises C2 by;
+    - it sits on the body below with less than :data:`C2_CLEARANCE` of the chain's usual
+      disc space between them: the dens grows out of C2's body, with no disc;
+    - it is smaller than :data:`DENS_RATIO` times the bodies below it, as a whole C2 with
+      its dens never is.
+
+    Such a chain is named once the two are joined as one C2. A C3 taken for C2 (C2
+    missed) has C3's disc below it, and a whole C2 carries its dens: neither is joined.
+    """
+    probabilities = np.asarray(inputs.probabilities)
+    sizes, clearance = inputs.sizes, inputs.clearances
+    if "C2" not in inputs.references or clearance is None or len(sizes) < 4:
+        return False
+    if probabilities[0, 1 + REFERENCES.index("C2")] < threshold:
+        return False
+    usual = float(np.median(np.asarray(clearance, np.float64)))
+    if usual <= 0 or clearance[0] >= C2_CLEARANCE * usual:
+        return False
+    below = float(np.median(np.asarray(sizes[1:3], np.float64)))
+    return sizes[0] < DENS_RATIO * below
 
 
 @dataclass(frozen=True)

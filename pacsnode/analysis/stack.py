@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
-from skimage import measure
+from skimage import measure, morphology
 
 from pacsnode.analysis.detect import DETECTOR_KIND, SEMANTIC_KIND, Detection, TrainedUNet
 from pacsnode.analysis.device import pick_device
-from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA, Ensembled, ensemble
+from pacsnode.analysis.ensemble import DEFAULT_ETA, DEFAULT_LAMBDA, Ensembled, Origin, ensemble
 from pacsnode.analysis.findings import read_findings
 from pacsnode.analysis.identify import CLASSES, REFERENCE_THRESHOLD, Identifier
 from pacsnode.analysis.localise import Localisation, Localiser
@@ -33,6 +33,7 @@ from pacsnode.analysis.naming import (
     Named,
     NamingInputs,
     clearances,
+    dens_apart,
     pick_reference,
 )
 from pacsnode.analysis.orient import Orienter
@@ -219,19 +220,11 @@ class Stack:
         merged = ensemble(semantic, instance, eta=self.eta, lam=self.lam, axis=axis)
         merged = [m for m in merged if m.area >= MIN_AREA]
         clock.lap("ensemble")
-        frames = _body_frames([m.mask for m in merged], (c0, r0), down)
-        inputs = NamingInputs(
-            probabilities=self.identifier.probabilities(work, frames)
-            if frames
-            else np.zeros((0, len(CLASSES)), np.float32),
-            centres=[f.centre for f in frames],
-            sizes=[math.sqrt(m.area) for m in merged],
-            mm_per_pixel=None if spacing_mm is None else factor * spacing_mm,
-            references=references,
-            # Only a chain named from C2 is checked against them: not measured on a film
-            # whose header rules C2 out (a lumbar or chest film).
-            clearances=clearances([m.mask for m in merged]) if "C2" in references else None,
-        )
+        mm_per_pixel = None if spacing_mm is None else factor * spacing_mm
+        inputs = self._naming_inputs(work, merged, (c0, r0), down, mm_per_pixel, references)
+        if dens_apart(inputs, self.identifier.threshold):
+            merged = [_joined(merged[0], merged[1]), *merged[2:]]
+            inputs = self._naming_inputs(work, merged, (c0, r0), down, mm_per_pixel, references)
         names, reference, doubt = inputs.name(self.identifier.threshold)
         clock.lap("identify")
         vertebrae = []
@@ -256,6 +249,32 @@ class Stack:
                 for name, masks in (("semantic", semantic), ("instance", instance))
             }
         return StackResult(localisation, reading, clock.seconds, paths, inputs if trace else None)
+
+    def _naming_inputs(
+        self,
+        work: NDArray[np.float32],
+        merged: Sequence[Ensembled],
+        offset: tuple[int, int],
+        down: NDArray[np.float64],
+        mm_per_pixel: float | None,
+        references: frozenset[str],
+    ) -> NamingInputs:
+        """What the chain of ``merged`` masks (window at ``offset`` (x, y) in the working
+        image) is named from: the identifier's probabilities on each body's frame, and the
+        bodies' centres, sizes and clearances."""
+        frames = _body_frames([m.mask for m in merged], offset, down)
+        return NamingInputs(
+            probabilities=self.identifier.probabilities(work, frames)
+            if frames
+            else np.zeros((0, len(CLASSES)), np.float32),
+            centres=[f.centre for f in frames],
+            sizes=[math.sqrt(m.area) for m in merged],
+            mm_per_pixel=mm_per_pixel,
+            references=references,
+            # Only a chain named from C2 is checked against them: not measured on a film
+            # whose header rules C2 out (a lumbar or chest film).
+            clearances=clearances([m.mask for m in merged]) if "C2" in references else None,
+        )
 
     def _orient(
         self,
@@ -342,6 +361,21 @@ def _chain_frames(region: PatchFrame, detections: Sequence[Detection]) -> list[P
             PATCH_MARGIN * extent / PATCH_SIZE,
         )
     return [f for f in frames if f is not None]
+
+
+def _joined(dens: Ensembled, body: Ensembled) -> Ensembled:
+    """C2 whole again: its dens (with C1's ring) and its body, outlined apart
+    (:func:`~pacsnode.analysis.naming.dens_apart`), as one mask. The disc-less gap
+    between them, under :data:`~pacsnode.analysis.naming.C2_CLEARANCE` of a disc space,
+    is closed so that C2 has one outline."""
+    union = dens.mask | body.mask
+    gap = clearances([dens.mask, body.mask])[0]
+    if gap > 0:
+        radius = math.ceil(gap / 2) + 1
+        footprint = morphology.disk(radius)
+        closed = ndimage.binary_closing(np.pad(union, radius), structure=footprint)
+        union = union | closed[radius:-radius, radius:-radius]
+    return Ensembled(union, Origin.DENS_JOINED)
 
 
 def _body_frames(

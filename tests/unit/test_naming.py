@@ -246,6 +246,47 @@ def test_naming_inputs_pass_the_clearances_to_the_check() -> None:
     assert not any(n.identified for n in names)
 
 
+@pytest.mark.parametrize(
+    ("top", "clearance", "references", "p_c2", "apart"),
+    [
+        (26.0, 0.0, {"C2", "S1"}, 0.99, True),  # the dens on C2's body, no disc between
+        (26.0, 1.0, {"C2"}, 0.60, True),  # a hair apart, the header says neck
+        (26.0, 5.0, {"C2", "S1"}, 0.99, False),  # a disc below: a C3 taken for C2
+        (32.0, 0.0, {"C2", "S1"}, 0.99, False),  # large enough to carry its own dens
+        (26.0, 0.0, {"S1"}, 0.99, False),  # a lumbar film has no C2
+        (26.0, 0.0, {"C2", "S1"}, 0.40, False),  # not taken for C2
+    ],
+)
+def test_the_dens_apart_from_c2s_body(top, clearance, references, p_c2, apart) -> None:
+    from dataclasses import replace
+
+    from pacsnode.analysis.naming import dens_apart
+
+    table = [[1 - p_c2, p_c2, 0.0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]]
+    inputs = replace(
+        _inputs(table, references=frozenset(references)),
+        sizes=[top, 25.0, 25.0, 25.0, 25.0],
+        clearances=[clearance, 5.0, 5.0, 5.0],
+    )
+    assert dens_apart(inputs, 0.5) is apart
+    # Where it holds, the chain as it stands is left unnamed by the checks.
+    if apart:
+        assert not any(n.identified for n in inputs.name(0.5)[0])
+
+
+def test_no_dens_apart_without_clearances_or_bodies_below() -> None:
+    from dataclasses import replace
+
+    from pacsnode.analysis.naming import dens_apart
+
+    table = [[0.01, 0.99, 0.0], [1, 0, 0], [1, 0, 0]]
+    short = replace(_inputs(table), sizes=[26.0, 25.0, 25.0], clearances=[0.0, 5.0])
+    assert not dens_apart(short, 0.5)
+    table.append([1, 0, 0])
+    unmeasured = replace(_inputs(table), sizes=[26.0, 25.0, 25.0, 25.0], clearances=None)
+    assert not dens_apart(unmeasured, 0.5)
+
+
 def test_a_gap_too_short_for_one_vertebra_is_crowded() -> None:
     from pacsnode.analysis.naming import crowded_gaps
 

@@ -20,6 +20,7 @@ from pacsnode.analysis.stack import (
     Stack,
     _body_frames,
     _chain_frames,
+    _joined,
     _to_film,
     outline_of,
 )
@@ -278,3 +279,21 @@ def test_only_the_references_the_header_allows_are_taken() -> None:
         pytest.approx(0.6),
     )
     assert stack._reference(None, _frames(3), frozenset()) is None
+
+
+@pytest.mark.parametrize("gap", [0, 3])
+def test_c2s_dens_outlined_apart_is_joined_to_its_body_as_one_outline(gap) -> None:
+    from scipy import ndimage
+
+    from pacsnode.analysis.ensemble import Ensembled, Origin
+
+    dens = np.zeros((120, 100), bool)
+    body = np.zeros_like(dens)
+    dens[10:40, 40:60] = True  # the peg
+    body[40 + gap : 80, 25:75] = True
+    joined = _joined(Ensembled(dens, Origin.AGREEMENT), Ensembled(body, Origin.AGREEMENT))
+    assert joined.origin is Origin.DENS_JOINED
+    assert (joined.mask & dens).sum() == dens.sum() and (joined.mask & body).sum() == body.sum()
+    assert ndimage.label(joined.mask)[1] == 1
+    # Only the gap is filled: the mask grows by no more than the strip between the two.
+    assert joined.area <= dens.sum() + body.sum() + gap * 20 + 2 * 20
