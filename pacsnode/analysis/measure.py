@@ -9,6 +9,7 @@ in pixels; callers convert with the film's spacing and say which spacing basis t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,21 +148,20 @@ def body_heights(
     t_back = float(p_sup @ front + p_inf @ front) / 2
     t_front = float(a_sup @ front + a_inf @ front) / 2
     fits = [_endplate(s, t, upper, (t_back, t_front), along, front) for upper in (True, False)]
-    plates = [fit.line if fit else None for fit in fits]
 
-    # The frame is set by the least-squares lines: the corners along its diagonals are
-    # steadier for it (on validation films, 0.98 mm from the truth against 1.00 mm).
-    straight = [(fit.least_squares, fit.rms) for fit in fits if fit is not None]
+    straight = [fit for fit in fits if fit is not None]
     if frame_plate is not None:  # the caller knows which endplate is flat (C2: the inferior)
         chosen = fits[0 if frame_plate == "superior" else 1]
-        straight = [(chosen.least_squares, chosen.rms)] if chosen is not None else []
+        straight = [chosen] if chosen is not None else []
     elif straight:
         # A plate that is not flat (C2's dens rising from its superior endplate, a
         # crushed or bowed endplate) does not set the frame when a flatter one can.
-        flattest = min(rms for _, rms in straight)
-        straight = [fit for fit in straight if fit[1] <= max(2.0 * flattest, 1.5)]
+        flattest = min(fit.rms for fit in straight)
+        straight = [fit for fit in straight if fit.rms <= max(2.0 * flattest, 1.5)]
     if own_frame and straight:
-        endplates = [np.subtract(line[1], line[0]) for line, _ in straight]
+        # The frame is set by the least-squares lines: the corners along its diagonals are
+        # steadier for it (on validation films, 0.98 mm from the truth against 1.00 mm).
+        endplates = [np.subtract(fit.least_squares[1], fit.least_squares[0]) for fit in straight]
         body_front = sum(e / np.hypot(*e) for e in endplates)
         if np.hypot(*body_front) > 1e-9:
             body_front = body_front / np.hypot(*body_front)
@@ -185,8 +185,9 @@ def body_heights(
         anterior=float(np.linalg.norm(a_sup - a_inf)),
         middle=float(np.linalg.norm(sup_mid - inf_mid)),
         posterior=float(np.linalg.norm(p_sup - p_inf)),
-        superior_endplate=plates[0],
-        inferior_endplate=plates[1],
+        # The lines drawn and measured, fitted only on the pass that returns.
+        superior_endplate=fits[0].line() if fits[0] else None,
+        inferior_endplate=fits[1].line() if fits[1] else None,
     )
 
 
@@ -206,13 +207,22 @@ to 21.9."""
 
 @dataclass(frozen=True)
 class _Plate:
-    """An endplate fitted to a body's edge pixels: ``line`` through the pixels that most
-    agree (:func:`_consensus_line`), the ``least_squares`` line through all of them and
-    its root mean square residual ``rms`` (pixels), which says how flat the plate is."""
+    """An endplate's edge pixels, one per column across the body's depth: ``columns``
+    (position along the front) and ``outer`` (how far out along the spine), the
+    ``least_squares`` line through all of them and its root mean square residual ``rms``
+    (pixels), which says how flat the plate is. :meth:`line` is the endplate itself."""
 
-    line: tuple[Point, Point]
+    columns: NDArray[np.float64]
+    outer: NDArray[np.float64]
+    tolerance: float
+    ends: Callable[[tuple[float, float]], tuple[Point, Point]]
     least_squares: tuple[Point, Point]
     rms: float
+
+    def line(self) -> tuple[Point, Point]:
+        """The line through the pixels that most agree (:func:`_consensus_line`),
+        (posterior end, anterior end)."""
+        return self.ends(_consensus_line(self.columns, self.outer, self.tolerance))
 
 
 def _consensus_line(
@@ -271,7 +281,6 @@ def _endplate(
     slope, offset = np.polyfit(columns, outer, 1)
     rms = float(np.sqrt(np.mean((outer - (offset + slope * columns)) ** 2)))
     share, least = ENDPLATE_TOLERANCE
-    agreed = _consensus_line(columns, outer, max(least, share * abs(ahead - back)))
 
     def ends(line: tuple[float, float]) -> tuple[Point, Point]:
         points = []
@@ -281,4 +290,5 @@ def _endplate(
             points.append((float(point[0]), float(point[1])))
         return points[0], points[1]
 
-    return _Plate(ends(agreed), ends((float(slope), float(offset))), rms)
+    tolerance = max(least, share * abs(ahead - back))
+    return _Plate(columns, outer, tolerance, ends, ends((float(slope), float(offset))), rms)
