@@ -461,13 +461,12 @@ def naming_doubt(
         return f"{len(named) - 1 - index} bodies below the vertebra taken for S1"
     if any(not n.identified for n in named):
         return "the chain runs past the end of the spine from the reference"
-    if name == "C2" and sizes is not None and len(sizes) >= index + 3:
-        below = float(np.median(np.asarray(sizes[index + 1 : index + 3], np.float64)))
-        if below > 0 and sizes[index] < DENS_RATIO * below:
-            return (
-                f"the vertebra taken for C2 is {sizes[index] / below:.2f} times the size "
-                "of the bodies below it: no dens"
-            )
+    size = None if name != "C2" or sizes is None else _size_over_below(sizes, index)
+    if size is not None and size < DENS_RATIO:
+        return (
+            f"the vertebra taken for C2 is {size:.2f} times the size "
+            "of the bodies below it: no dens"
+        )
     if name == "C2" and sizes is not None and centres is not None:
         ratios = _gap_ratios(centres, sizes)
         if ratios is not None and index < len(ratios) and ratios[index] < C2_GAP:
@@ -475,13 +474,12 @@ def naming_doubt(
                 f"the gap below the vertebra taken for C2 is {ratios[index]:.2f} of the "
                 "chain's usual one: C2 split in two"
             )
-    if name == "C2" and clearance is not None and len(clearance) >= 3:
-        usual = float(np.median(np.asarray(clearance, np.float64)))
-        if usual > 0 and index < len(clearance) and clearance[index] < C2_CLEARANCE * usual:
-            return (
-                f"the vertebra taken for C2 is {clearance[index] / usual:.2f} of the chain's "
-                "usual disc space from the body below it: C1 and the dens, outlined above C2"
-            )
+    disc = None if name != "C2" or clearance is None else _disc_over_usual(clearance, index)
+    if disc is not None and disc < C2_CLEARANCE:
+        return (
+            f"the vertebra taken for C2 is {disc:.2f} of the chain's "
+            "usual disc space from the body below it: C1 and the dens, outlined above C2"
+        )
     if sizes_mm is not None and len(sizes_mm) > 0:
         median = float(np.median(np.asarray(sizes_mm, np.float64)))
         if name == "C2" and median > CERVICAL_MAX_MM:
@@ -571,17 +569,31 @@ def dens_apart(inputs: NamingInputs, threshold: float) -> bool:
     Such a chain is named once the two are joined as one C2. A C3 taken for C2 (C2
     missed) has C3's disc below it, and a whole C2 carries its dens: neither is joined.
     """
-    probabilities = np.asarray(inputs.probabilities)
-    sizes, clearance = inputs.sizes, inputs.clearances
-    if "C2" not in inputs.references or clearance is None or len(sizes) < 4:
+    if "C2" not in inputs.references or inputs.clearances is None:
         return False
-    if probabilities[0, 1 + REFERENCES.index("C2")] < threshold:
+    if np.asarray(inputs.probabilities)[0, 1 + REFERENCES.index("C2")] < threshold:
         return False
+    disc = _disc_over_usual(inputs.clearances, 0)
+    size = _size_over_below(inputs.sizes, 0)
+    return disc is not None and disc < C2_CLEARANCE and size is not None and size < DENS_RATIO
+
+
+def _size_over_below(sizes: Sequence[float], index: int) -> float | None:
+    """The size of body ``index`` over the median of the next two (:data:`DENS_RATIO`);
+    None where the chain has fewer below it."""
+    if len(sizes) < index + 3:
+        return None
+    below = float(np.median(np.asarray(sizes[index + 1 : index + 3], np.float64)))
+    return sizes[index] / below if below > 0 else None
+
+
+def _disc_over_usual(clearance: Sequence[float], index: int) -> float | None:
+    """The clearance below body ``index`` over the chain's median (:data:`C2_CLEARANCE`);
+    None on a chain of fewer than three clearances, or with none to speak of."""
+    if len(clearance) < 3 or index >= len(clearance):
+        return None
     usual = float(np.median(np.asarray(clearance, np.float64)))
-    if usual <= 0 or clearance[0] >= C2_CLEARANCE * usual:
-        return False
-    below = float(np.median(np.asarray(sizes[1:3], np.float64)))
-    return sizes[0] < DENS_RATIO * below
+    return clearance[index] / usual if usual > 0 else None
 
 
 @dataclass(frozen=True)
