@@ -223,7 +223,8 @@ class Stack:
         mm_per_pixel = None if spacing_mm is None else factor * spacing_mm
         inputs = self._naming_inputs(work, merged, (c0, r0), down, mm_per_pixel, references)
         if dens_apart(inputs, self.identifier.threshold):
-            merged = [_joined(merged[0], merged[1]), *merged[2:]]
+            assert inputs.clearances is not None  # dens_apart measured the gap
+            merged = [_joined(merged[0], merged[1], inputs.clearances[0]), *merged[2:]]
             inputs = self._naming_inputs(work, merged, (c0, r0), down, mm_per_pixel, references)
         names, reference, doubt = inputs.name(self.identifier.threshold)
         clock.lap("identify")
@@ -363,13 +364,13 @@ def _chain_frames(region: PatchFrame, detections: Sequence[Detection]) -> list[P
     return [f for f in frames if f is not None]
 
 
-def _joined(dens: Ensembled, body: Ensembled) -> Ensembled:
+def _joined(dens: Ensembled, body: Ensembled, gap: float) -> Ensembled:
     """C2 whole again: its dens (with C1's ring) and its body, outlined apart
-    (:func:`~pacsnode.analysis.naming.dens_apart`), as one mask. The disc-less gap
-    between them, under :data:`~pacsnode.analysis.naming.C2_CLEARANCE` of a disc space,
-    is closed so that C2 has one outline."""
+    (:func:`~pacsnode.analysis.naming.dens_apart`), as one mask. The disc-less ``gap``
+    between them (pixels, :func:`~pacsnode.analysis.naming.clearances`), under
+    :data:`~pacsnode.analysis.naming.C2_CLEARANCE` of a disc space, is closed so that C2
+    has one outline."""
     union = dens.mask | body.mask
-    gap = clearances([dens.mask, body.mask])[0]
     if gap > 0:
         radius = math.ceil(gap / 2) + 1
         footprint = morphology.disk(radius)

@@ -286,12 +286,14 @@ def test_c2s_dens_outlined_apart_is_joined_to_its_body_as_one_outline(gap) -> No
     from scipy import ndimage
 
     from pacsnode.analysis.ensemble import Ensembled, Origin
+    from pacsnode.analysis.naming import clearances
 
     dens = np.zeros((120, 100), bool)
     body = np.zeros_like(dens)
     dens[10:40, 40:60] = True  # the peg
     body[40 + gap : 80, 25:75] = True
-    joined = _joined(Ensembled(dens, Origin.AGREEMENT), Ensembled(body, Origin.AGREEMENT))
+    gap_px = clearances([dens, body])[0]
+    joined = _joined(Ensembled(dens, Origin.AGREEMENT), Ensembled(body, Origin.AGREEMENT), gap_px)
     assert joined.origin is Origin.DENS_JOINED
     assert (joined.mask & dens).sum() == dens.sum() and (joined.mask & body).sum() == body.sum()
     assert ndimage.label(joined.mask)[1] == 1
