@@ -528,7 +528,10 @@ def _shifted(heights: BodyHeights, dx: float, dy: float) -> BodyHeights:
 def _graded(vertebrae: list[Vertebra]) -> list[Vertebra]:
     """The chain with Genant findings read from the measured bodies."""
     measured = [i for i, v in enumerate(vertebrae) if v.heights is not None]
-    findings = read_findings([vertebrae[i].heights for i in measured])  # type: ignore[misc]
+    findings = read_findings(
+        [vertebrae[i].heights for i in measured],  # type: ignore[misc]
+        [vertebrae[i].label if vertebrae[i].identified else None for i in measured],
+    )
     out = list(vertebrae)
     for i, finding in zip(measured, findings, strict=True):
         out[i] = replace(out[i], finding=finding)

@@ -34,7 +34,7 @@ def test_a_normal_chain_has_no_findings() -> None:
 def test_wedge_biconcave_and_crush() -> None:
     chain = [
         body(30, 30, 30),
-        body(17, 27, 30),  # anterior 43 % lower: moderate wedge, past 25 % + margin
+        body(17, 27, 30),  # anterior 43 % lower: severe wedge, past 40 %
         body(30, 30, 30),
         body(30, 23, 30),  # middle 23 % lower: mild biconcave
         body(30, 30, 30),
@@ -44,7 +44,7 @@ def test_wedge_biconcave_and_crush() -> None:
     findings = read_findings(chain)
     assert [(f.grade, f.deformity) for f in findings] == [
         (0, Deformity.NONE),
-        (2, Deformity.WEDGE),
+        (3, Deformity.WEDGE),
         (0, Deformity.NONE),
         (1, Deformity.BICONCAVE),
         (0, Deformity.NONE),
@@ -57,18 +57,60 @@ def test_wedge_biconcave_and_crush() -> None:
 
 def test_an_empty_chain_and_a_lone_body() -> None:
     assert read_findings([]) == []
-    [alone] = read_findings([body(17, 28, 30)])
-    assert alone.grade == 2 and alone.deformity is Deformity.WEDGE
+    [alone] = read_findings([body(18.5, 28, 30)])  # 38 % lower: moderate, past the margin
+    assert alone is not None and alone.grade == 2 and alone.deformity is Deformity.WEDGE
 
 
 def test_a_moderate_grade_needs_its_margin() -> None:
-    from pacsnode.analysis.findings import MODERATE_MARGIN, called_grade
+    from pacsnode.analysis.findings import MODERATE_MARGIN, SEVERE_MARGIN, called_grade
 
     assert called_grade(0.26) == 1  # just past 25 %: mild, not moderate
+    assert called_grade(0.25 + MODERATE_MARGIN - 0.001) == 1
     assert called_grade(0.25 + MODERATE_MARGIN + 0.001) == 2
-    assert called_grade(0.41) == 2  # just past 40 %: moderate, not severe
-    assert called_grade(0.40 + MODERATE_MARGIN + 0.001) == 3
+    assert called_grade(0.40 + SEVERE_MARGIN - 0.001) == 2
+    assert called_grade(0.40 + SEVERE_MARGIN + 0.001) == 3
     assert called_grade(0.22) == 1 and called_grade(0.1) == 0
+    # a severe margin never lets a severe reading fall below the moderate call's bound
+    assert called_grade(0.41, margin=0.2, severe_margin=0.0) == 1
+
+
+def test_c2_and_s1_are_measured_but_not_graded() -> None:
+    dens_tall_c2 = body(34, 20, 34)  # C2's corners run up its dens
+    chain = [dens_tall_c2, body(13, 12, 13), body(13, 12, 13)]
+    labels = ["C2", "C3", "C4"]
+    findings = read_findings(chain, labels)
+    assert findings[0] is None
+    # C2's dens does not raise its neighbours' expected height: C3 reads normal
+    assert findings[1] is not None and findings[1].grade == 0
+    unnamed = read_findings(chain)[1]  # unnamed, the dens would have made C3 a fracture
+    assert unnamed is not None and unnamed.grade == 3
+    assert read_findings([body(30, 30, 30), body(30, 30, 30)], ["L5", "S1"])[1] is None
+    with pytest.raises(ValueError):
+        read_findings(chain, labels[:2])
+
+
+@pytest.mark.parametrize(
+    ("doubtful", "why"),
+    [
+        (body(29, 26, 12), "posterior wall lost under an intact front"),
+        (body(18, 29, 16), "middle height above both corners"),
+        (body(30, 60, 45), "mask grown far past its neighbours"),
+    ],
+)
+def test_a_doubtful_shape_is_never_called_moderate_or_severe(
+    doubtful: BodyHeights, why: str
+) -> None:
+    chain = [body(30, 29, 30), body(30, 29, 30), doubtful, body(30, 29, 30), body(30, 29, 30)]
+    finding = read_findings(chain)[2]
+    assert finding is not None and finding.height_loss > 0.4, why
+    assert finding.grade == 1, why
+
+
+def test_a_true_wedge_or_crush_keeps_its_severe_call() -> None:
+    chain = [body(30, 29, 30), body(30, 29, 30), body(14, 22, 29), body(30, 29, 30)]
+    assert read_findings(chain)[2].grade == 3  # type: ignore[union-attr]
+    chain[2] = body(15, 16, 17)
+    assert read_findings(chain)[2].grade == 3  # type: ignore[union-attr]
 
 
 def test_grade_confidence_is_a_probability_that_falls_near_the_bounds() -> None:
