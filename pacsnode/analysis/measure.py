@@ -174,7 +174,22 @@ def body_heights(
                     (float(body_down[0]), float(body_down[1])),
                     (float(body_front[0]), float(body_front[1])),
                     own_frame=False,
+                    frame_plate=frame_plate,
                 )
+    # The lines drawn and measured, fitted only on the pass that returns.
+    lines = [fit.line() if fit is not None else None for fit in fits]
+    for k, fit in enumerate(fits):
+        line = lines[k]
+        if fit is None or line is None:
+            continue
+        if frame_plate is not None and frame_plate != ("superior", "inferior")[k]:
+            continue  # not a plate (C2's top is its dens)
+        front_corner, back_corner = (a_sup, p_sup) if k == 0 else (a_inf, p_inf)
+        front_corner, back_corner = _onto(front_corner, back_corner, line, fit.tolerance)
+        if k == 0:
+            a_sup, p_sup = front_corner, back_corner
+        else:
+            a_inf, p_inf = front_corner, back_corner
     return BodyHeights(
         anterior_superior=pt(a_sup),
         anterior_inferior=pt(a_inf),
@@ -185,10 +200,44 @@ def body_heights(
         anterior=float(np.linalg.norm(a_sup - a_inf)),
         middle=float(np.linalg.norm(sup_mid - inf_mid)),
         posterior=float(np.linalg.norm(p_sup - p_inf)),
-        # The lines drawn and measured, fitted only on the pass that returns.
-        superior_endplate=fits[0].line() if fits[0] else None,
-        inferior_endplate=fits[1].line() if fits[1] else None,
+        superior_endplate=lines[0],
+        inferior_endplate=lines[1],
     )
+
+
+def _onto(
+    one: NDArray[np.float64],
+    other: NDArray[np.float64],
+    line: tuple[Point, Point],
+    tolerance: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """An endplate's two corners (x, y), the one off ``line`` by more than ``tolerance``
+    pixels moved to its foot on the line when the other lies on it.
+
+    A corner is where an endplate meets a wall. The mask's point furthest along a diagonal
+    is that corner on a clean mask, but where the mask spills past the endplate at one end
+    (into the disc, a shoulder's or the diaphragm's shadow) it is the spill's tip, which
+    lengthens that wall's height and shifts the vertebral line. Off the endplate's line by
+    more than the tolerance that line's own edge pixels are held to
+    (:data:`ENDPLATE_TOLERANCE`) while the other corner is on it, it is put back on the
+    line at the same place along it. When both are off, the line is not the plate's (it
+    runs through a cupped plate's hollow) and neither moves.
+    """
+    back, ahead = np.asarray(line[0], np.float64), np.asarray(line[1], np.float64)
+    length = float(np.hypot(*(ahead - back)))
+    if length == 0.0:
+        return one, other
+    along = (ahead - back) / length
+
+    def foot(corner: NDArray[np.float64]) -> NDArray[np.float64]:
+        return back + float((corner - back) @ along) * along
+
+    off = [float(np.hypot(*(c - foot(c)))) > tolerance for c in (one, other)]
+    if off[0] and not off[1]:
+        return foot(one), other
+    if off[1] and not off[0]:
+        return one, foot(other)
+    return one, other
 
 
 ENDPLATE_SPAN = (0.15, 0.85)

@@ -85,6 +85,22 @@ def test_a_mask_spilling_over_part_of_an_endplate_leaves_the_endplate_level(tilt
     # A least-squares line through every edge pixel turns it by some 14 degrees.
 
 
+@pytest.mark.parametrize("tilt", [0.0, 25.0])
+def test_a_spill_at_one_corner_does_not_lengthen_that_wall(tilt) -> None:
+    # An anterior wedge (front 48, back 80; front to the left) whose mask spills 16 pixels
+    # into the disc under its anterior fifth: the spill's tip is not its anterior-inferior
+    # corner. On the old corners, the anterior height read 64.
+    wedge = [(100, 126), (200, 110), (200, 190), (100, 174)]
+    spill = [(100, 172), (120, 172), (120, 190), (100, 190)]
+    mask = body(turned(wedge, tilt)) | body(turned(spill, tilt))
+    a = math.radians(tilt)
+    h = body_heights(mask, axis=(-math.sin(a), math.cos(a)), anterior=(-math.cos(a), -math.sin(a)))
+    assert h.anterior == pytest.approx(48, abs=2.5)
+    assert h.posterior == pytest.approx(80, abs=2.0)
+    corner = turned([(100, 174)], tilt)[0]
+    assert math.dist(h.anterior_inferior, corner) < 5.0
+
+
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         body_heights(np.zeros(SHAPE, bool), (0.0, 1.0), (1.0, 0.0))
