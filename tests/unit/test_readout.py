@@ -167,6 +167,27 @@ def test_the_body_own_edge_is_not_the_wall_where_the_airway_lies_further() -> No
     assert far[0] == pytest.approx(116.0, abs=2.0)
 
 
+def test_a_tube_airway_is_read_at_its_wall_from_the_falls_onset() -> None:
+    # An airway tube 40 px across seen from the side: the path through air grows like a
+    # chord from its wall at x = 260, steeply at first; then blurred as a detector would.
+    from scipy.ndimage import gaussian_filter
+
+    from pacsnode.analysis.readout import AIRWAY_ONSET
+
+    image = np.full((400, 400), 0.45, np.float32)
+    image[150:250, 100:200] = 0.85
+    x = np.arange(400) + 0.5
+    u = np.clip((x - 260.0) / 40.0, 0.0, 1.0)
+    image -= (0.3 * np.sqrt(u * (2.0 - u)) * (x > 260.0)).astype(np.float32)[None, :]
+    image = gaussian_filter(image, 4.0)
+    corners = Corners((199.5, 150.5), (199.5, 249.5), (100.5, 150.5), (100.5, 249.5))
+    steepest = airway_distance(image, corners)
+    onset = airway_distance(image, corners, onset=AIRWAY_ONSET["C2"])
+    assert steepest is not None and onset is not None
+    assert abs(onset[0] - 60.0) < abs(steepest[0] - 60.0)
+    assert onset[0] == pytest.approx(60.0, abs=2.0)
+
+
 def test_no_airway_no_distance() -> None:
     image = np.full((400, 400), 0.45, np.float32)
     image[150:250, 100:200] = 0.85
