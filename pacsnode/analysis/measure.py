@@ -177,19 +177,14 @@ def body_heights(
                     frame_plate=frame_plate,
                 )
     # The lines drawn and measured, fitted only on the pass that returns.
-    lines = [fit.line() if fit is not None else None for fit in fits]
-    for k, fit in enumerate(fits):
-        line = lines[k]
-        if fit is None or line is None:
-            continue
-        if frame_plate is not None and frame_plate != ("superior", "inferior")[k]:
-            continue  # not a plate (C2's top is its dens)
-        front_corner, back_corner = (a_sup, p_sup) if k == 0 else (a_inf, p_inf)
-        front_corner, back_corner = _onto(front_corner, back_corner, line, fit.tolerance)
-        if k == 0:
-            a_sup, p_sup = front_corner, back_corner
-        else:
-            a_inf, p_inf = front_corner, back_corner
+    sup, inf = fits
+    sup_line = sup.line() if sup is not None else None
+    inf_line = inf.line() if inf is not None else None
+    # C2's top is its dens, not a plate: only the plate that frames it moves corners.
+    if sup is not None and sup_line is not None and frame_plate in (None, "superior"):
+        a_sup, p_sup = _onto(a_sup, p_sup, sup_line, sup.tolerance)
+    if inf is not None and inf_line is not None and frame_plate in (None, "inferior"):
+        a_inf, p_inf = _onto(a_inf, p_inf, inf_line, inf.tolerance)
     return BodyHeights(
         anterior_superior=pt(a_sup),
         anterior_inferior=pt(a_inf),
@@ -200,8 +195,8 @@ def body_heights(
         anterior=float(np.linalg.norm(a_sup - a_inf)),
         middle=float(np.linalg.norm(sup_mid - inf_mid)),
         posterior=float(np.linalg.norm(p_sup - p_inf)),
-        superior_endplate=lines[0],
-        inferior_endplate=lines[1],
+        superior_endplate=sup_line,
+        inferior_endplate=inf_line,
     )
 
 

@@ -65,6 +65,13 @@ def test_a_biconcave_body_is_lowest_in_the_middle() -> None:
     assert h.anterior == pytest.approx(80, abs=2.0) and h.posterior == pytest.approx(80, abs=2.0)
 
 
+def _measured_turned(mask: np.ndarray, tilt: float):
+    """Heights of a mask drawn upright (front to the left) and turned by ``tilt`` degrees."""
+    a = math.radians(tilt)
+    down, front = (-math.sin(a), math.cos(a)), (-math.cos(a), -math.sin(a))
+    return body_heights(mask, axis=down, anterior=front)
+
+
 def _plate_degrees(plate) -> float:
     (x0, y0), (x1, y1) = plate
     return math.degrees(math.atan2(y1 - y0, x1 - x0))
@@ -76,9 +83,7 @@ def test_a_mask_spilling_over_part_of_an_endplate_leaves_the_endplate_level(tilt
     # posterior third (a shoulder crossing C7): the inferior endplate keeps its angle.
     box = [(100, 110), (200, 110), (200, 190), (100, 190)]
     spill = [(165, 188), (200, 188), (200, 204), (165, 204)]
-    mask = body(turned(box, tilt)) | body(turned(spill, tilt))
-    a = math.radians(tilt)
-    h = body_heights(mask, axis=(-math.sin(a), math.cos(a)), anterior=(-math.cos(a), -math.sin(a)))
+    h = _measured_turned(body(turned(box, tilt)) | body(turned(spill, tilt)), tilt)
     level = _plate_degrees(h.superior_endplate)
     assert abs(level - _plate_degrees(turned([(200, 0), (100, 0)], tilt))) < 1.0
     assert abs(_plate_degrees(h.inferior_endplate) - level) < 1.5
@@ -92,9 +97,7 @@ def test_a_spill_at_one_corner_does_not_lengthen_that_wall(tilt) -> None:
     # corner. On the old corners, the anterior height read 64.
     wedge = [(100, 126), (200, 110), (200, 190), (100, 174)]
     spill = [(100, 172), (120, 172), (120, 190), (100, 190)]
-    mask = body(turned(wedge, tilt)) | body(turned(spill, tilt))
-    a = math.radians(tilt)
-    h = body_heights(mask, axis=(-math.sin(a), math.cos(a)), anterior=(-math.cos(a), -math.sin(a)))
+    h = _measured_turned(body(turned(wedge, tilt)) | body(turned(spill, tilt)), tilt)
     assert h.anterior == pytest.approx(48, abs=2.5)
     assert h.posterior == pytest.approx(80, abs=2.0)
     corner = turned([(100, 174)], tilt)[0]
