@@ -192,8 +192,8 @@ class Stack:
         header's region, :func:`~pacsnode.analysis.naming.references_for`); ``spacing_mm``
         the film's pixel spacing, when it has one, for checking the named bodies' size.
         A named chain that fails :func:`~pacsnode.analysis.naming.naming_doubt` is given
-        positional labels instead, and the vertebrae past a body too many on the walk from
-        the reference likewise: a wrong vertebra name is worse than none."""
+        positional labels instead, and the vertebrae past a body too many or an unclear gap
+        on the walk from the reference likewise: a wrong vertebra name is worse than none."""
         clock = _Clock()
         localisation = self.localiser.predict(image)
         clock.lap("localise")

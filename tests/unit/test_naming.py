@@ -339,7 +339,42 @@ def test_a_chain_with_a_false_body_is_named_only_up_to_it() -> None:
     names, reference, doubt = inputs.name(0.5)
     assert reference[:2] == (0, "C2")
     assert chain_labels(names) == ["C2", "C3", "C4", "C5", "V5", "V6", "V7"]
-    assert "3 vertebrae past a body too many" in doubt
+    assert "3 vertebrae past a gap too short or too long to count by" in doubt
+
+
+def test_a_gap_between_none_and_one_lost_vertebra_is_unclear() -> None:
+    from pacsnode.analysis.naming import CLEAR_LOSS, GAP_RATIO, unclear_gaps
+
+    column = [(50.0, 30.0 * i) for i in range(7)]
+    assert unclear_gaps(column, [25.0] * 7) == [False] * 6
+    # A partial mask's centre off its body widens one gap by half: zero or one lost?
+    wide = [*column[:4], *((x, y + 16.0) for x, y in column[4:])]
+    ratios_wide = (30.0 + 16.0) / 30.0
+    assert GAP_RATIO < ratios_wide < CLEAR_LOSS
+    assert unclear_gaps(wide, [25.0] * 7) == [False, False, False, True, False, False]
+    # A whole vertebra lost doubles the gap: stepped over, not unclear.
+    lost = [*column[:4], *((x, y + 30.0) for x, y in column[4:])]
+    assert unclear_gaps(lost, [25.0] * 7) == [False] * 6
+    # Beside the reference no gap is counted, so a wide one there is unclear.
+    assert unclear_gaps(lost, [25.0] * 7, reference=3)[3]
+
+
+def test_names_walked_from_s1_stop_at_an_unclear_gap() -> None:
+    from pacsnode.analysis.naming import NamingInputs
+
+    # T11 to S1 down the column, with L4's centre pulled 16 px up by a partial mask.
+    centres = [(50.0, 30.0 * i) for i in range(8)]
+    centres[5] = (50.0, 30.0 * 5 - 16.0)
+    prob = np.zeros((8, 3))
+    prob[:, 0] = 1.0
+    prob[7] = [0.01, 0.0, 0.99]
+    inputs = NamingInputs(prob, centres, [25.0] * 8, None, frozenset({"S1"}))
+    names, reference, doubt = inputs.name(0.5)
+    assert reference[:2] == (7, "S1")
+    # The gap below that body reads as one lost vertebra, which would name it L3 and every
+    # body above one too high; it is unclear, so the names stop at L5.
+    assert chain_labels(names) == ["V1", "V2", "V3", "V4", "V5", "V6", "L5", "S1"]
+    assert "6 vertebrae past a gap too short or too long to count by" in doubt
 
 
 def test_calibration_never_names_from_a_minority_reference() -> None:
