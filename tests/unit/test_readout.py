@@ -202,6 +202,7 @@ class Body:
     centroid: tuple[float, float]
     heights: BodyHeights | None
     finding: Finding | None = None
+    origin: str = "agreement"
 
 
 def body_of(label: str, corners: Corners, *, identified: bool = True, grade: int = 0) -> Body:
@@ -307,3 +308,21 @@ def test_one_line_stepping_alone_is_a_corner_not_malalignment() -> None:
     step = next(s for s in readout.step_offs if s.level == "C4/C5")
     assert abs(step.posterior) == pytest.approx(5.0) and step.largest == 0.0
     assert readout.flags == () and readout.slips[2].grade == 0
+
+
+def test_alignment_is_not_read_beside_an_outline_the_semantic_path_alone_drew() -> None:
+    """A body outlined only by the whole-spine UNet's leftover blob has corners where the
+    blob was split: a 4 mm shift against it is listed as not read, not flagged, and the
+    impression says so; its Cobb endplate still counts."""
+    bodies = chain(shift_at=3, shift=40.0)
+    bodies[3] = replace(bodies[3], origin="semantic_leftover")  # C5
+    readout = build_readout(bodies, None, 0.1)
+    assert readout.alignment_not_read == ("C4/C5", "C5/C6")
+    assert [s.level for s in readout.step_offs] == ["C2/C3", "C3/C4", "C6/C7"]
+    assert [s.level for s in readout.slips] == ["C2/C3", "C3/C4", "C6/C7"]
+    assert readout.flags == ()
+    assert "alignment not read at C4/C5, C5/C6 (outline from one path only)" in (readout.impression)
+    assert [c.span for c in readout.cobb] == ["C2-C7"]
+    confirmed = build_readout(chain(shift_at=3, shift=40.0), None, 0.1)
+    assert confirmed.alignment_not_read == ()
+    assert ("malalignment", "C4/C5") in [(f.kind, f.level) for f in confirmed.flags]
