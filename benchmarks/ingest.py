@@ -290,6 +290,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))
     args = parser.parse_args()
     storescp_options = shlex.split(args.storescp_options)
+    # pynetdicom installs apps named storescp, storescu and echoscu in the virtual
+    # environment's bin folder; an activated environment would run those, not dcmtk's.
+    venv_bin = Path(sys.executable).parent
+    os.environ["PATH"] = os.pathsep.join(
+        p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if Path(p) != venv_bin
+    )
     for tool in ("storescp", "storescu", "echoscu"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} (dcmtk) is not on PATH")

