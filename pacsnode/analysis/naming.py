@@ -602,8 +602,8 @@ def dens_apart(inputs: NamingInputs, threshold: float) -> bool:
     Such a chain is named once the two are joined as one C2. A C3 taken for C2 (C2
     missed) has C3's disc below it, and a whole C2 carries its dens: neither is joined.
     """
-    if "C2" not in inputs.references or inputs.clearances is None:
-        return False
+    if "C2" not in inputs.references or inputs.clearances is None or len(inputs.sizes) < 3:
+        return False  # no chain to speak of: nothing below a top body to sit on
     if np.asarray(inputs.probabilities)[0, 1 + REFERENCES.index("C2")] < threshold:
         return False
     disc = _disc_over_usual(inputs.clearances, 0)

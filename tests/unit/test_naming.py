@@ -285,6 +285,9 @@ def test_no_dens_apart_without_clearances_or_bodies_below() -> None:
     table.append([1, 0, 0])
     unmeasured = replace(_inputs(table), sizes=[26.0, 25.0, 25.0, 25.0], clearances=None)
     assert not dens_apart(unmeasured, 0.5)
+    # A film where the ensemble kept no body (a no-header chest film, say) has no chain.
+    empty = replace(_inputs(np.zeros((0, 3))), sizes=[], clearances=[])
+    assert not dens_apart(empty, 0.5)
 
 
 def test_a_gap_too_short_for_one_vertebra_is_crowded() -> None:
