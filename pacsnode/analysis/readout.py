@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from pacsnode.analysis.ensemble import Origin
 from pacsnode.analysis.findings import Finding
 from pacsnode.analysis.measure import BodyHeights
 from pacsnode.analysis.naming import SPINE_ORDER
@@ -419,7 +420,7 @@ class _Body(Protocol):
     origin: str
 
 
-ONE_PATH_ONLY = frozenset({"semantic_leftover"})
+ONE_PATH_ONLY = frozenset({Origin.SEMANTIC_LEFTOVER.value})
 """Ensemble origins (:class:`~pacsnode.analysis.ensemble.Origin`) of outlines that only
 the semantic path drew: a piece of the whole-spine UNet's blob that no detected
 vertebra's patch mask confirmed, its corners where the blob happened to be split. The
@@ -430,7 +431,7 @@ Not reading beside them left 42 of 1996 pairs unread and took Meyerding's kappa 
 to 0.812, films wrongly flagged for malalignment from 5 to 3 of 218 and for a slip of
 grade II or more from 4 to 2 of 232: among those pairs were slips read as 117 %, 31 % and
 22 % where the truth was 0 %, 21 % and 0 %. One true step-off over 3 mm was among them
-(found 19 of 22 films with one, then 18)"""
+(found 19 of 22 films with one, then 18)."""
 
 
 ADJACENT_PITCH = 1.75
