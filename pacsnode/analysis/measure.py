@@ -178,13 +178,16 @@ def body_heights(
                 )
     # The lines drawn and measured, fitted only on the pass that returns.
     sup, inf = fits
-    sup_line = sup.line() if sup is not None else None
-    inf_line = inf.line() if inf is not None else None
+    sup_line = inf_line = None
     # C2's top is its dens, not a plate: only the plate that frames it moves corners.
-    if sup is not None and sup_line is not None and frame_plate in (None, "superior"):
-        a_sup, p_sup = _onto(a_sup, p_sup, sup_line, sup.tolerance)
-    if inf is not None and inf_line is not None and frame_plate in (None, "inferior"):
-        a_inf, p_inf = _onto(a_inf, p_inf, inf_line, inf.tolerance)
+    if sup is not None:
+        sup_line = sup.line()
+        if frame_plate in (None, "superior"):
+            a_sup, p_sup = _onto(a_sup, p_sup, sup_line, sup.tolerance)
+    if inf is not None:
+        inf_line = inf.line()
+        if frame_plate in (None, "inferior"):
+            a_inf, p_inf = _onto(a_inf, p_inf, inf_line, inf.tolerance)
     return BodyHeights(
         anterior_superior=pt(a_sup),
         anterior_inferior=pt(a_inf),

@@ -722,7 +722,7 @@ def _impression(
     soft: Sequence[SoftTissue],
     measured: Sequence[_Body],
     unit: str,
-    not_read: Sequence[str] = (),
+    not_read: Sequence[str],
 ) -> str:
     if not measured:
         return "no vertebral body measured"
